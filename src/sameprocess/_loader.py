@@ -1,0 +1,151 @@
+"""Reserve, map and unmap: the host-side half of exec.
+
+Mapping an image follows binfmt_elf: reserve the whole span (aligned to the
+largest p_align) so segments cannot land on anything else, overlay each
+PT_LOAD from the file with MAP_FIXED, zero the tail of the last file page and
+map the rest of the bss anonymous.  Every region is recorded in a Regions
+list, which is both the unwind path of a failed spawn and what is unmapped
+when the program is reaped.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+
+from . import _mm
+from ._elf import PAGE, ElfImage, EType, PFlag, page_down, page_up
+from ._errors import ExecError
+
+STACK_GUARD = 64 * 1024
+
+
+@dataclass
+class Regions:
+    """Address ranges owned by one program's loader work, unmapped together."""
+
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    def add(self, start: int, end: int) -> None:
+        self.ranges.append((start, end))
+
+    def contains(self, start: int, end: int) -> bool:
+        return any(lo <= start and end <= hi for lo, hi in self.ranges)
+
+    def unmap(self) -> None:
+        while self.ranges:
+            lo, hi = self.ranges.pop()
+            _mm.munmap(lo, hi - lo)
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    image: ElfImage
+    bias: int  # add to a p_vaddr to get the address
+
+    @property
+    def entry(self) -> int:
+        return self.bias + self.image.entry
+
+    @property
+    def phdr(self) -> int:
+        return self.bias + self.image.phdr_vaddr
+
+
+def _prot(flags: PFlag) -> int:
+    return ((_mm.PROT_READ if flags & PFlag.R else 0) | (_mm.PROT_WRITE if flags & PFlag.W else 0)
+            | (_mm.PROT_EXEC if flags & PFlag.X else 0))
+
+
+def reserve(image: ElfImage, regions: Regions) -> int:
+    """Reserve the image's span (PROT_NONE); returns the load bias.
+
+    ET_EXEC must land at its link addresses: MAP_FIXED_NOREPLACE makes a
+    taken range a clear error instead of clobbering what is there.
+    """
+    size = image.span_end - image.span_start
+    flags = _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_NORESERVE
+    if image.etype == EType.EXEC:
+        try:
+            addr = _mm.mmap(image.span_start, size, _mm.PROT_NONE, flags | _mm.MAP_FIXED_NOREPLACE)
+        except OSError as e:
+            raise ExecError(e.errno, f"non-PIE executable needs {image.span_start:#x}-"
+                            f"{image.span_end:#x}, which is not free in the space", image.path) from None
+        if addr != image.span_start:  # kernels before 4.17 ignore the flag
+            _mm.munmap(addr, size)
+            raise ExecError(errno.EEXIST, "MAP_FIXED_NOREPLACE is not supported", image.path)
+        regions.add(addr, addr + size)
+        return 0
+    align = image.max_align
+    raw = _mm.mmap(0, size + align, _mm.PROT_NONE, flags)
+    start = (raw + align - 1) & ~(align - 1)
+    # Give back the alignment slack on both sides: only the span stays.
+    if start > raw:
+        _mm.munmap(raw, start - raw)
+    if raw + size + align > start + size:
+        _mm.munmap(start + size, raw + size + align - (start + size))
+    regions.add(start, start + size)
+    return start - image.span_start
+
+
+def map_segments(image: ElfImage, fd: int, bias: int) -> LoadedImage:
+    """Overlay each PT_LOAD onto the reservation made by reserve()."""
+    for seg in image.loads:
+        prot = _prot(seg.flags)
+        start = page_down(bias + seg.vaddr)
+        file_end = bias + seg.vaddr + seg.filesz
+        mem_end = page_up(bias + seg.vaddr + seg.memsz)
+        if seg.filesz:
+            _mm.mmap(start, file_end - start, prot, _mm.MAP_PRIVATE | _mm.MAP_FIXED, fd,
+                     page_down(seg.offset))
+        if seg.memsz > seg.filesz:
+            _zero_bss(start, file_end, mem_end, prot, bool(seg.filesz))
+    return LoadedImage(image, bias)
+
+
+def _zero_bss(start: int, file_end: int, mem_end: int, prot: int, has_file: bool) -> None:
+    """Zero from the end of file data to the end of its page, then map the rest.
+
+    The file mapping's last page holds bytes past p_filesz that must read as
+    zero; a read-only segment is made writable just for that.
+    """
+    anon_start = page_up(file_end) if has_file else start
+    if has_file and file_end < anon_start:
+        if not prot & _mm.PROT_WRITE:
+            _mm.mprotect(page_down(file_end), PAGE, prot | _mm.PROT_WRITE)
+        _mm.zero(file_end, anon_start - file_end)
+        if not prot & _mm.PROT_WRITE:
+            _mm.mprotect(page_down(file_end), PAGE, prot)
+    if mem_end > anon_start:
+        _mm.mmap(anon_start, mem_end - anon_start, prot,
+                 _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_FIXED)
+
+
+def load_image(image: ElfImage, fd: int, regions: Regions) -> LoadedImage:
+    return map_segments(image, fd, reserve(image, regions))
+
+
+@dataclass(frozen=True)
+class StackArea:
+    low: int    # lowest usable address (above the guard)
+    top: int    # one past the highest address
+
+    @property
+    def size(self) -> int:
+        return self.top - self.low
+
+
+def map_stack(size: int, executable: bool, regions: Regions) -> StackArea:
+    """The main thread's stack, with an inaccessible guard below it.
+
+    A fixed-size mapping rather than MAP_GROWSDOWN: runaway recursion faults
+    on the guard instead of growing into a neighbour's memory.
+    """
+    prot = _mm.PROT_READ | _mm.PROT_WRITE | (_mm.PROT_EXEC if executable else 0)
+    total = size + STACK_GUARD
+    base = _mm.mmap(0, total, _mm.PROT_NONE,
+                    _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_NORESERVE)
+    regions.add(base, base + total)
+    _mm.mmap(base + STACK_GUARD, size, prot,
+             _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_FIXED | _mm.MAP_NORESERVE | _mm.MAP_STACK)
+    return StackArea(base + STACK_GUARD, base + total)

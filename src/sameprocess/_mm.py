@@ -1,0 +1,131 @@
+"""The host's memory primitives: mmap family via libc, safe peeks, /proc maps.
+
+This is the only module that calls mmap/munmap/mprotect.  Every call checks
+its result and raises OSError; nothing here can crash the host on a bad
+address except writing through an address the caller vouched for.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_NORESERVE, MAP_STACK, MAP_FIXED_NOREPLACE = 0x4000, 0x20000, 0x100000
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+_mmap = _libc.mmap
+_mmap.restype = ctypes.c_void_p
+_mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_munmap = _libc.munmap
+_munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_mprotect = _libc.mprotect
+_mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_process_vm_readv = _libc.process_vm_readv
+_process_vm_readv.restype = ctypes.c_ssize_t
+_process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong,
+                              ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong]
+
+
+def _raise(what: str) -> None:
+    err = ctypes.get_errno()
+    raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def mmap(addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
+    got = _mmap(addr or None, length, prot, flags, fd, offset)
+    if got is None or got == MAP_FAILED:
+        _raise(f"mmap({addr:#x}, {length:#x})")
+    return got
+
+
+def munmap(addr: int, length: int) -> None:
+    if _munmap(addr, length) != 0:
+        _raise(f"munmap({addr:#x}, {length:#x})")
+
+
+def mprotect(addr: int, length: int, prot: int) -> None:
+    if _mprotect(addr, length, prot) != 0:
+        _raise(f"mprotect({addr:#x}, {length:#x})")
+
+
+def write(addr: int, data: bytes) -> None:
+    """Copy into memory the caller has just mapped writable."""
+    ctypes.memmove(addr, data, len(data))
+
+
+def zero(addr: int, length: int) -> None:
+    ctypes.memset(addr, 0, length)
+
+
+_SELF = os.getpid()
+
+
+def peek(addr: int, length: int) -> bytes | None:
+    """Read memory without trusting the address: None where it is unmapped.
+
+    process_vm_readv on our own PID reports EFAULT instead of faulting, so
+    structures written by programs (which may be corrupt) are read safely.
+    """
+    if length == 0:
+        return b""
+    if addr <= 0 or length < 0:
+        return None
+    buf = ctypes.create_string_buffer(length)
+    local = _IoVec(ctypes.addressof(buf), length)
+    remote = _IoVec(addr, length)
+    got = _process_vm_readv(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    if got != length:
+        return None
+    return buf.raw
+
+
+@dataclass(frozen=True)
+class Mapping:
+    start: int
+    end: int
+    perms: str
+    path: str
+
+
+def read_maps(pid: int | str = "self") -> list[Mapping]:
+    out = []
+    with open(f"/proc/{pid}/maps", "rb") as f:
+        for line in f:
+            fields = line.split(None, 5)
+            lo, hi = fields[0].split(b"-")
+            path = fields[5].strip().decode(errors="replace") if len(fields) > 5 else ""
+            out.append(Mapping(int(lo, 16), int(hi, 16), fields[1].decode(), path))
+    return out
+
+
+def covering(start: int, length: int, maps: list[Mapping]) -> list[Mapping] | None:
+    """The mappings that cover [start, start+length) without a hole, or None."""
+    end = start + length
+    cursor, used = start, []
+    for m in maps:
+        if m.end <= cursor:
+            continue
+        if m.start > cursor:
+            return None
+        used.append(m)
+        cursor = m.end
+        if cursor >= end:
+            return used
+    return None
+
+
+def from_address(addr: int, length: int, readonly: bool) -> memoryview:
+    """A memoryview onto raw memory, no copy (the caller checked the range)."""
+    buf = (ctypes.c_char * length).from_address(addr)
+    view = memoryview(buf).cast("B")
+    return view.toreadonly() if readonly else view

@@ -1,0 +1,158 @@
+/* sp_spawn: clone3 into the caller's address space and become a program.
+ *
+ * Rules for the child path (everything after sp_clone3 returns 0):
+ *  - It shares memory with the host but not its thread: no libc calls, no
+ *    errno, no locks, no allocation.  Only sp_syscall() and stack locals.
+ *  - It runs on the low part of the program's own stack mapping, below the
+ *    initial stack image the host already wrote, and never touches that image.
+ *  - A failure is reported as data (struct sp_child_error on errpipe), then
+ *    the child exits with status 127; the host turns the record into OSError.
+ *  - All signals stay blocked (the parent blocked them around clone3) until
+ *    dispositions are reset; the mask is cleared last, just before entry.
+ */
+#define _GNU_SOURCE
+#include <linux/sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+#include "spawn.h"
+
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef CLONE_CLEAR_SIGHAND
+#define CLONE_CLEAR_SIGHAND 0x100000000ULL
+#endif
+#define SECCOMP_SET_MODE_FILTER 1
+#define KERNEL_SIGSET_SIZE 8
+
+/* The kernel's struct sigaction layout (not libc's). */
+struct kernel_sigaction {
+    unsigned long handler;
+    unsigned long flags;
+    unsigned long restorer;
+    unsigned long mask;
+};
+
+#define SYSCALL(nr, a, b, c, d, e, f) \
+    sp_syscall((nr), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+
+/* Step helper: one error exit for the whole child path. */
+#define CHILD_CALL(spec, step, expr)                    \
+    do {                                                \
+        long r_ = (expr);                               \
+        if (r_ < 0 && r_ > -4096)                       \
+            child_fail((spec), (step), (int32_t)-r_);   \
+    } while (0)
+
+__attribute__((noreturn)) static void child_fail(const struct sp_child_spec *spec,
+                                                 int32_t step, int32_t err)
+{
+    struct sp_child_error rec = {step, err};
+    SYSCALL(SYS_write, spec->errpipe, &rec, sizeof rec, 0, 0, 0);
+    for (;;)
+        SYSCALL(SYS_exit_group, 127, 0, 0, 0, 0, 0);
+}
+
+static void child_signals(const struct sp_child_spec *spec)
+{
+    /* CLONE_CLEAR_SIGHAND already reset handled signals; ignored ones
+     * survive it, so set every disposition explicitly. */
+    for (int sig = 1; sig <= 64; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        struct kernel_sigaction act = {0};
+        act.handler = ((spec->ignored_signals >> (sig - 1)) & 1) ? (unsigned long)SIG_IGN
+                                                                : (unsigned long)SIG_DFL;
+        long r = SYSCALL(SYS_rt_sigaction, sig, &act, 0, KERNEL_SIGSET_SIZE, 0, 0);
+        if (r < 0 && r != -22) /* EINVAL: a number this kernel does not have */
+            child_fail(spec, SP_STEP_SIGNALS, (int32_t)-r);
+    }
+}
+
+static void child_fds(const struct sp_child_spec *spec)
+{
+    /* The host moved every source below 3 that is not already its target,
+     * so these dups cannot clobber each other. */
+    for (int fd = 0; fd < 3; fd++)
+        if (spec->stdio[fd] >= 0 && spec->stdio[fd] != fd)
+            CHILD_CALL(spec, SP_STEP_STDIO, SYSCALL(SYS_dup3, spec->stdio[fd], fd, 0, 0, 0, 0));
+
+    /* There is no exec, so O_CLOEXEC never fires: close every host
+     * descriptor except the ones kept, in the gaps between them. */
+    unsigned int low = 3;
+    for (uint32_t i = 0; i < spec->n_keep_fds; i++) {
+        unsigned int keep = (unsigned int)spec->keep_fds[i];
+        if (keep > low)
+            CHILD_CALL(spec, SP_STEP_CLOSE_FDS, SYSCALL(SYS_close_range, low, keep - 1, 0, 0, 0, 0));
+        if (keep >= low)
+            low = keep + 1;
+    }
+    CHILD_CALL(spec, SP_STEP_CLOSE_FDS, SYSCALL(SYS_close_range, low, ~0U, 0, 0, 0, 0));
+}
+
+static void child_process_state(const struct sp_child_spec *spec)
+{
+    if (spec->flags & SP_NEW_SESSION)
+        CHILD_CALL(spec, SP_STEP_SESSION, SYSCALL(SYS_setsid, 0, 0, 0, 0, 0, 0));
+    if (spec->flags & SP_SET_PGID)
+        CHILD_CALL(spec, SP_STEP_PGID, SYSCALL(SYS_setpgid, 0, spec->pgid, 0, 0, 0, 0));
+    if (spec->umask >= 0)
+        SYSCALL(SYS_umask, spec->umask, 0, 0, 0, 0, 0);
+    if (spec->cwd)
+        CHILD_CALL(spec, SP_STEP_CHDIR, SYSCALL(SYS_chdir, spec->cwd, 0, 0, 0, 0, 0));
+    for (uint32_t i = 0; i < spec->n_rlimits; i++) {
+        const struct sp_rlimit *rl = &spec->rlimits[i];
+        uint64_t lim[2] = {rl->soft, rl->hard};
+        CHILD_CALL(spec, SP_STEP_RLIMIT, SYSCALL(SYS_prlimit64, 0, rl->resource, lim, 0, 0, 0));
+    }
+    CHILD_CALL(spec, SP_STEP_COMM, SYSCALL(SYS_prctl, PR_SET_NAME, spec->comm, 0, 0, 0, 0));
+}
+
+__attribute__((noreturn)) static void child_main(void *arg)
+{
+    const struct sp_child_spec *spec = arg;
+
+    child_signals(spec);
+    child_process_state(spec);
+    child_fds(spec);
+    if (spec->seccomp_prog) {
+        if (spec->flags & SP_NO_NEW_PRIVS)
+            CHILD_CALL(spec, SP_STEP_NO_NEW_PRIVS,
+                       SYSCALL(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0));
+        CHILD_CALL(spec, SP_STEP_SECCOMP,
+                   SYSCALL(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, spec->seccomp_prog, 0, 0, 0));
+    }
+    uint64_t empty = 0;
+    CHILD_CALL(spec, SP_STEP_SIGMASK,
+               SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, KERNEL_SIGSET_SIZE, 0, 0));
+    /* Closing the error pipe is the success signal: the host reads EOF. */
+    SYSCALL(SYS_close, spec->errpipe, 0, 0, 0, 0, 0);
+    sp_enter(spec->entry, spec->initial_sp);
+}
+
+long sp_spawn(const struct sp_child_spec *spec, int32_t *pidfd_out)
+{
+    /* Block everything (including libc's internal signals) so that no signal
+     * is delivered to the child before its dispositions are reset. */
+    uint64_t all = ~0ULL, old = 0;
+    long r = SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, KERNEL_SIGSET_SIZE, 0, 0);
+    if (r < 0)
+        return r;
+
+    struct clone_args args = {0};
+    args.flags = CLONE_VM | CLONE_PIDFD | CLONE_CLEAR_SIGHAND;
+    args.pidfd = (uint64_t)(uintptr_t)pidfd_out;
+    args.exit_signal = SIGCHLD;
+    args.stack = spec->child_stack;
+    args.stack_size = spec->child_stack_size;
+    long pid = sp_clone3(&args, sizeof args, child_main, (void *)spec);
+
+    SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &old, 0, KERNEL_SIGSET_SIZE, 0, 0);
+    return pid;
+}

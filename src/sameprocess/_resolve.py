@@ -1,0 +1,86 @@
+"""Which file to run: PATH lookup and #! scripts, as execvpe and the kernel do."""
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from ._errors import ExecError
+
+MAX_SHEBANG = 256
+MAX_SCRIPT_DEPTH = 4  # the kernel's BINPRM_MAX_RECURSION
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str           # absolute path of the ELF file to load
+    argv: list[bytes]   # after #! rewriting
+    execfn: bytes       # the name exec was called with (AT_EXECFN, comm)
+
+
+def _absolute(path: bytes, cwd: bytes | None) -> bytes:
+    if path.startswith(b"/"):
+        return path
+    return os.path.join(cwd if cwd is not None else os.getcwdb(), path)
+
+
+def _check_executable(path: bytes, shown: bytes) -> None:
+    """Raise as execve would: ENOENT, EACCES for directories and non-executables."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, os.fsdecode(shown)) from None
+    import stat
+    if not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK, effective_ids=True):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(shown))
+
+
+def find(name: bytes, cwd: bytes | None, env_path: list[bytes]) -> tuple[bytes, bytes]:
+    """(absolute path, name as exec'd) for `name`, searching PATH without a '/'."""
+    if b"/" in name:
+        _check_executable(_absolute(name, cwd), name)
+        return _absolute(name, cwd), name
+    denied = None
+    for directory in env_path:
+        candidate = os.path.join(directory, name)
+        try:
+            _check_executable(_absolute(candidate, cwd), candidate)
+        except PermissionError as e:
+            denied = denied or e
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        else:
+            return _absolute(candidate, cwd), candidate
+    if denied is not None:
+        raise denied
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fsdecode(name))
+
+
+def _shebang(path: bytes) -> tuple[bytes, bytes | None] | None:
+    with open(path, "rb") as f:
+        head = f.read(MAX_SHEBANG)
+    if not head.startswith(b"#!"):
+        return None
+    line = head[2:].split(b"\n", 1)[0].strip(b" \t")
+    if not line:
+        raise ExecError(errno.ENOEXEC, "empty #! line", os.fsdecode(path))
+    interp, _, arg = line.replace(b"\t", b" ").partition(b" ")
+    arg = arg.strip(b" ")
+    return interp, (arg or None)
+
+
+def resolve(file: bytes, argv: list[bytes], cwd: bytes | None, env_path: list[bytes]) -> Target:
+    """Find `file` and unwrap #! scripts into the ELF interpreter that runs them."""
+    path, execfn = find(file, cwd, env_path)
+    for _ in range(MAX_SCRIPT_DEPTH + 1):
+        script = _shebang(path)
+        if script is None:
+            return Target(os.fsdecode(path), argv, execfn)
+        interp, arg = script
+        argv = [interp] + ([arg] if arg else []) + [path] + argv[1:]
+        try:
+            path, _ = find(interp if b"/" in interp else b"./" + interp, cwd, [])
+        except (FileNotFoundError, PermissionError) as e:
+            raise ExecError(e.errno, f"bad #! interpreter {os.fsdecode(interp)}: {e.strerror}",
+                            os.fsdecode(execfn)) from None
+    raise ExecError(errno.ELOOP, "too many levels of #! interpreters", os.fsdecode(execfn))

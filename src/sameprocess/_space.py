@@ -1,0 +1,183 @@
+"""Space: this process hosts an address space that programs are started into."""
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import threading
+
+from . import _mm
+from ._errors import SpaceError
+from ._linkmap import loaded_objects
+from ._popen import Popen
+from ._reaper import Reaper
+from ._spawn import HostFacts, Launch, SpawnSpec, spawn
+
+log = logging.getLogger("sameprocess")
+
+_lock = threading.Lock()
+_current: "Space | None" = None
+_host: HostFacts | None = None  # the brk guard is per process and stays
+
+
+def current_space() -> "Space | None":
+    """The Space open in this process, if any."""
+    return _current
+
+
+class Space:
+    """Host a shared address space in this process and run programs in it.
+
+    A process has one address space, so at most one Space is open at a
+    time: opening a second one raises SpaceError (close the first, or share
+    it).  Closing a space kills (SIGKILL) and reaps the programs still
+    running in it, so nothing outlives the `with` block.
+    """
+
+    def __init__(self) -> None:
+        self._reaper: Reaper | None = None
+        self._live: dict[int, tuple[Popen, Launch]] = {}
+        self._live_lock = threading.Lock()
+        self.extra_auxv: list[tuple[int, int]] = []
+
+    # -- lifetime -----------------------------------------------------------
+    def open(self) -> "Space":
+        global _current, _host
+        with _lock:
+            if _current is not None:
+                raise SpaceError("this process already hosts an open Space; "
+                                 "use that one (sameprocess.current_space()) or close it first")
+            if _host is None:
+                _host = HostFacts()
+            self._host = _host
+            self._vdso = _kernel_ranges()
+            self._reaper = Reaper()
+            _current = self
+        return self
+
+    def close(self) -> None:
+        """Kill the programs still running, reap them, stop the reaper."""
+        global _current
+        if self._reaper is None:
+            return
+        for program in self.programs():
+            program.send_signal(signal.SIGKILL)
+        for program in self.programs():
+            program.wait()
+        self._reaper.close()
+        self._reaper = None
+        with _lock:
+            if _current is self:
+                _current = None
+
+    def __enter__(self) -> "Space":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._reaper is None
+
+    # -- programs -----------------------------------------------------------
+    def Popen(self, args, **kwargs) -> Popen:  # noqa: N802 (mirrors subprocess)
+        """Start a program; takes subprocess.Popen's arguments (see docs)."""
+        if self._reaper is None:
+            raise SpaceError("the space is not open (use `with Space() as space:`)")
+        return Popen(self, args, **kwargs)
+
+    def run(self, args, *, input=None, capture_output=False, timeout=None, check=False,
+            **kwargs) -> subprocess.CompletedProcess:
+        """subprocess.run, for a program in this space."""
+        if input is not None:
+            if kwargs.get("stdin") is not None:
+                raise ValueError("stdin and input arguments may not both be used.")
+            kwargs["stdin"] = subprocess.PIPE
+        if capture_output:
+            if kwargs.get("stdout") is not None or kwargs.get("stderr") is not None:
+                raise ValueError("stdout and stderr arguments may not be used with capture_output.")
+            kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
+        with self.Popen(args, **kwargs) as process:
+            try:
+                stdout, stderr = process.communicate(input, timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                process.kill()
+                exc.stdout, exc.stderr = process.communicate()
+                raise
+            except BaseException:
+                process.kill()
+                raise
+            retcode = process.poll()
+            if check and retcode:
+                raise subprocess.CalledProcessError(retcode, process.args, output=stdout, stderr=stderr)
+        return subprocess.CompletedProcess(process.args, retcode, stdout, stderr)
+
+    def programs(self) -> list[Popen]:
+        """The programs of this space that have not been reaped yet."""
+        with self._live_lock:
+            return [program for program, _ in self._live.values()]
+
+    def _start(self, program: Popen, spec: SpawnSpec) -> None:
+        launch = spawn(self._host, spec, self.extra_auxv)
+        program.pid, program.pidfd = launch.pid, launch.pidfd
+        with self._live_lock:
+            self._live[launch.pid] = (program, launch)
+        self._reaper.watch(launch.pidfd, lambda rc: self._on_exit(program, launch, rc))
+
+    def _on_exit(self, program: Popen, launch: Launch, returncode: int) -> None:
+        """Reaper thread: give back what the loader and the program's ld.so mapped."""
+        try:
+            self._unmap_loaded_objects(launch)
+        finally:
+            launch.regions.unmap()
+            with self._live_lock:
+                self._live.pop(launch.pid, None)
+            program._reaped(returncode)
+
+    def _unmap_loaded_objects(self, launch: Launch) -> None:
+        if launch.r_debug is None:
+            return
+        for index, (name, bias, span) in enumerate(loaded_objects(launch.r_debug)):
+            if index == 0 and name == "":
+                span = _main_span(launch, bias)
+            if span is None or launch.regions.contains(*span):
+                continue
+            if any(lo < span[1] and span[0] < hi for lo, hi in self._vdso):
+                continue
+            _mm.munmap(span[0], span[1] - span[0])
+
+    # -- memory -------------------------------------------------------------
+    def view(self, address: int, length: int, *, writable: bool = True) -> memoryview:
+        """A memoryview onto [address, address+length) of the space, no copy.
+
+        The range must be mapped (readable, and writable unless
+        writable=False); otherwise ValueError.  Like a raw pointer, the view
+        is only valid while whoever owns that memory keeps it mapped.
+        """
+        address, length = int(address), int(length)
+        if address <= 0 or length <= 0:
+            raise ValueError(f"invalid range: address {address:#x}, length {length}")
+        parts = _mm.covering(address, length, _mm.read_maps())
+        if parts is None:
+            raise ValueError(f"{address:#x}-{address + length:#x} is not mapped in the space")
+        if any("r" not in m.perms for m in parts):
+            raise ValueError(f"{address:#x}-{address + length:#x} is not readable")
+        if writable and any("w" not in m.perms for m in parts):
+            raise ValueError(f"{address:#x}-{address + length:#x} is read-only; "
+                             "pass writable=False for a read-only view")
+        return _mm.from_address(address, length, readonly=not writable)
+
+
+def _main_span(launch: Launch, bias: int) -> tuple[int, int] | None:
+    """The executable ld.so mapped (direct mode), checked by its ELF header."""
+    exe = launch.main
+    first = exe.loads[0]
+    if first.offset != 0 or _mm.peek(bias + first.vaddr, 4) != b"\x7fELF":
+        return None
+    return bias + exe.span_start, bias + exe.span_end
+
+
+def _kernel_ranges() -> list[tuple[int, int]]:
+    """The vDSO and friends: listed on link_map chains, never to be unmapped."""
+    return [(m.start, m.end) for m in _mm.read_maps() if m.path.startswith("[v")]

@@ -1,0 +1,283 @@
+"""Start one program in this address space: the whole exec, host side.
+
+The phases, in order (docs/architecture.md draws them):
+  1. resolve   the file to run (PATH, #! scripts)                  _resolve
+  2. identify  and validate the executable and its interpreter     _elf
+  3. plan      how it starts: glibc's ld.so in "run a program" mode
+               (ld.so maps the executable itself, so $ORIGIN and the
+               link_map name are right) or, for static programs and other
+               interpreters, mapped here like the kernel would
+  4. map       interpreter / executable images and the stack        _loader
+  5. stack     argv, envp and auxv written as one image              _stack
+  6. clone     into the child path, which sets up fds, signals, cwd,
+               session, then jumps to the entry point                _native
+  7. confirm   EOF on the error pipe means the child reached the entry;
+               a record means it failed: reap it, unmap, raise.
+Any failure unmaps exactly what was mapped (Regions) and leaves no process.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import resource
+from dataclasses import dataclass
+
+from . import _elf, _loader, _mm, _native, _stack
+from ._auxv import AT, PER_EXEC, host_platform_strings, read_host_auxv
+from ._brk import install_guard, seccomp_program
+from ._elf import ElfImage, EType
+from ._errors import ExecError
+from ._resolve import Target, resolve
+
+MAX_ARG_STRLEN = 32 * 4096
+ARG_MAX = 32 * 4096
+STK_LIM = 8 << 20
+CHILD_PATH_GAP = 256   # bytes left between the stack image and the child path's stack
+# Python ignores these itself; subprocess's restore_signals=True undoes that.
+PYTHON_IGNORED = {13, 25}  # SIGPIPE, SIGXFSZ
+
+
+@dataclass
+class SpawnSpec:
+    """Everything Popen decided, in the form the loader needs."""
+
+    file: bytes                    # name to look up (args[0] or executable)
+    argv: list[bytes]
+    envp: list[bytes]
+    env_path: list[bytes]
+    cwd: bytes | None = None
+    stdio: tuple[int, int, int] = (-1, -1, -1)
+    pass_fds: tuple[int, ...] = ()
+    new_session: bool = False
+    process_group: int = -1
+    umask: int = -1
+    ignored_signals: frozenset[int] = frozenset()
+    rlimits: tuple[tuple[int, int, int], ...] = ()
+
+
+@dataclass
+class Launch:
+    """A started program and what the loader must undo after it exits."""
+
+    pid: int
+    pidfd: int
+    regions: _loader.Regions
+    r_debug: int | None       # its ld.so's _r_debug, None for static programs
+    main: ElfImage
+    target: Target
+
+
+class HostFacts:
+    """What every spawn needs from the host, computed once per space."""
+
+    def __init__(self) -> None:
+        self.guard = install_guard()
+        self.auxv = [(k, v) for k, v in read_host_auxv() if k not in PER_EXEC]
+        self.strings = host_platform_strings()
+        prog = seccomp_program(self.guard)
+        self._filter_buf = bytes(prog)
+        import ctypes
+        self._filter_mem = ctypes.create_string_buffer(self._filter_buf, len(self._filter_buf))
+        self.fprog = _native.SockFprog(len(prog) // 8, ctypes.addressof(self._filter_mem))
+        self.fprog_addr = ctypes.addressof(self.fprog)
+        # Without CAP_SYS_ADMIN the kernel accepts a filter only after
+        # PR_SET_NO_NEW_PRIVS (so setuid binaries exec'd by programs run
+        # without privilege gain; see docs).
+        self.need_nnp = not _has_cap_sys_admin()
+
+
+def _has_cap_sys_admin() -> bool:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> 21 & 1)
+    return False
+
+
+def host_ignored_signals() -> frozenset[int]:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("SigIgn:"):
+                mask = int(line.split()[1], 16)
+                return frozenset(s for s in range(1, 65) if mask >> (s - 1) & 1)
+    return frozenset()
+
+
+def check_arg_sizes(argv: list[bytes], envp: list[bytes]) -> None:
+    """Refuse with E2BIG what the kernel's execve would refuse."""
+    soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    limit = STK_LIM // 4 * 3
+    if soft != resource.RLIM_INFINITY:
+        limit = min(limit, soft // 4)
+    limit = max(limit, ARG_MAX) - (max(len(argv), 1) + len(envp)) * 8
+    total = 0
+    for s in (*argv, *envp):
+        if len(s) + 1 > MAX_ARG_STRLEN:
+            raise OSError(errno.E2BIG, f"argument or environment string of {len(s)} bytes is too long")
+        total += len(s) + 1
+    if limit <= 0 or total > limit:
+        raise OSError(errno.E2BIG, os.strerror(errno.E2BIG) + f" ({total} bytes of arguments and environment)")
+
+
+def stack_size() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    if soft == resource.RLIM_INFINITY or soft > (1 << 30):
+        return 8 << 20
+    return max(_elf.page_up(soft), 128 << 10)
+
+
+@dataclass
+class Plan:
+    entry: int
+    auxv: list[tuple[int, int]]
+    argv: list[bytes]
+    r_debug: int | None
+    stack_exec: bool
+
+
+def _is_glibc_ldso(interp: ElfImage) -> bool:
+    syms = interp.dynamic_symbols
+    return "_dl_argv" in syms and "_r_debug" in syms
+
+
+def _open_interp(exe: ElfImage) -> tuple[int, ElfImage]:
+    try:
+        fd, interp = _elf.open_image(exe.interp)
+    except ExecError as e:
+        raise ExecError(e.errno, f"interpreter {exe.interp}: {e.strerror}", exe.path) from None
+    if interp.interp is not None or interp.etype != EType.DYN:
+        os.close(fd)
+        raise _elf.noexec(exe.path, f"interpreter {exe.interp} is not a position-independent "
+                          "program without an interpreter of its own")
+    return fd, interp
+
+
+def plan_and_map(exe: ElfImage, exe_fd: int, target: Target, regions: _loader.Regions) -> Plan:
+    """Phases 3 and 4: decide how the program starts and map what that needs."""
+    if exe.interp is None:
+        image = _loader.load_image(exe, exe_fd, regions)
+        return Plan(image.entry, _image_auxv(image, 0, image.entry), target.argv, None, exe.stack_exec)
+    interp_fd, interp = _open_interp(exe)
+    try:
+        if _is_glibc_ldso(interp):
+            if exe.etype == EType.EXEC:
+                _loader.reserve(exe, regions)  # ld.so maps over it with MAP_FIXED
+            ldso = _loader.load_image(interp, interp_fd, regions)
+            # "ld.so [--argv0 NAME] PROGRAM ARGS": ld.so maps the program and
+            # rewrites AT_PHDR/PHNUM/ENTRY/EXECFN to describe it.
+            argv = [interp.path.encode(), b"--argv0", target.argv[0], target.path.encode()] + target.argv[1:]
+            return Plan(ldso.entry, _image_auxv(ldso, ldso.bias, ldso.entry), argv,
+                        ldso.bias + interp.dynamic_symbols["_r_debug"], exe.stack_exec)
+        main = _loader.load_image(exe, exe_fd, regions)
+        ldso = _loader.load_image(interp, interp_fd, regions)
+        r_debug = interp.dynamic_symbols.get("_r_debug")
+        return Plan(ldso.entry, _image_auxv(main, ldso.bias, main.entry), target.argv,
+                    ldso.bias + r_debug if r_debug else None, exe.stack_exec)
+    finally:
+        os.close(interp_fd)
+
+
+def _image_auxv(image: _loader.LoadedImage, base: int, entry: int) -> list[tuple[int, int]]:
+    return [(AT.PHDR, image.phdr), (AT.PHENT, _elf.PHDR.size), (AT.PHNUM, image.image.phnum),
+            (AT.BASE, base), (AT.FLAGS, 0), (AT.ENTRY, entry)]
+
+
+def _creds_auxv() -> list[tuple[int, int]]:
+    return [(AT.UID, os.getuid()), (AT.EUID, os.geteuid()), (AT.GID, os.getgid()),
+            (AT.EGID, os.getegid()), (AT.SECURE, 0)]
+
+
+def _move_above_stdio(fd: int, target: int, moved: list[int]) -> int:
+    """A source fd below 3 that is not its own target would be clobbered by dup3."""
+    if fd < 0 or fd == target or fd > 2:
+        return fd
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    moved.append(new)
+    return new
+
+
+def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = ()) -> Launch:
+    target = resolve(spec.file, spec.argv, spec.cwd, spec.env_path)
+    check_arg_sizes(target.argv, spec.envp)
+    exe_fd, exe = _elf.open_image(target.path)
+    regions = _loader.Regions()
+    try:
+        try:
+            plan = plan_and_map(exe, exe_fd, target, regions)
+        finally:
+            os.close(exe_fd)
+        check_arg_sizes(plan.argv, spec.envp)
+        stack = _loader.map_stack(stack_size(), plan.stack_exec, regions)
+        auxv = host.auxv + plan.auxv + _creds_auxv() + list(extra_auxv)
+        image = _stack.build(stack.top, plan.argv, spec.envp, target.execfn, auxv,
+                             host.strings, os.urandom(16))
+        if len(image.data) + CHILD_PATH_GAP + 16384 > stack.size:
+            raise OSError(errno.E2BIG, "arguments and environment do not fit the stack")
+        _mm.write(image.sp, image.data)
+        pid, pidfd = _clone(host, spec, target, stack, image.sp, plan.entry)
+    except BaseException:
+        regions.unmap()
+        raise
+    return Launch(pid, pidfd, regions, plan.r_debug, exe, target)
+
+
+def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.StackArea,
+           sp: int, entry: int) -> tuple[int, int]:
+    """Phases 6 and 7: run the child path and learn whether it reached the entry."""
+    import ctypes
+    moved: list[int] = []
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        if err_w < 3:  # the host closed its stdio: keep the pipe clear of 0-2
+            low, err_w = err_w, fcntl.fcntl(err_w, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(low)
+        c = _native.ChildSpec()
+        c.entry, c.initial_sp = entry, sp
+        c.child_stack = stack.low
+        c.child_stack_size = ((sp - CHILD_PATH_GAP) & ~15) - stack.low
+        c.ignored_signals = sum(1 << (s - 1) for s in spec.ignored_signals if 0 < s <= 64)
+        keep = sorted({*spec.pass_fds, err_w})
+        keep_arr = (ctypes.c_int32 * len(keep))(*keep)
+        c.keep_fds, c.n_keep_fds = ctypes.cast(keep_arr, ctypes.POINTER(ctypes.c_int32)), len(keep)
+        c.cwd = spec.cwd
+        c.seccomp_prog = host.fprog_addr
+        rl = (_native.RLimit * max(len(spec.rlimits), 1))(*[(r, 0, s, h) for r, s, h in spec.rlimits])
+        c.rlimits, c.n_rlimits = ctypes.cast(rl, ctypes.POINTER(_native.RLimit)), len(spec.rlimits)
+        for i, fd in enumerate(spec.stdio):
+            c.stdio[i] = _move_above_stdio(fd, i, moved)
+        c.errpipe, c.umask = err_w, spec.umask
+        c.pgid = max(spec.process_group, 0)
+        c.flags = ((_native.NEW_SESSION if spec.new_session else 0)
+                   | (_native.SET_PGID if spec.process_group >= 0 else 0)
+                   | (_native.NO_NEW_PRIVS if host.need_nnp else 0))
+        c.comm = os.path.basename(target.execfn)[:15]
+        pid, pidfd = _native.spawn(c)
+        os.close(err_w)
+        err_w = -1
+        record = _read_all(err_r)
+    finally:
+        for fd in moved + [err_r] + ([err_w] if err_w >= 0 else []):
+            os.close(fd)
+    if record:
+        _raise_child_failure(record, pidfd, spec, target)
+    return pid, pidfd
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 64):
+        data += chunk
+    return data
+
+
+def _raise_child_failure(record: bytes, pidfd: int, spec: SpawnSpec, target: Target) -> None:
+    os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    os.close(pidfd)
+    failure = _native.ChildError.from_buffer_copy(record.ljust(8, b"\0")[:8])
+    step = _native.Step(failure.step) if failure.step in _native.Step._value2member_map_ else failure.step
+    err = failure.err or errno.EIO
+    if step == _native.Step.CHDIR:
+        raise OSError(err, os.strerror(err), os.fsdecode(spec.cwd))
+    name = step.name.lower() if isinstance(step, _native.Step) else f"step {step}"
+    raise OSError(err, f"{os.strerror(err)} (while setting up the program: {name})", target.path)
