@@ -1,8 +1,8 @@
 """What a program's ld.so loaded, read from its r_debug after the program exits.
 
 ld.so keeps every object it mapped on the link_map chain behind `_r_debug`.
-Each entry gives a load bias and name; the object's own program headers, in
-memory at the bias, give its span.  The program is dead and its memory may
+Each entry gives a load bias; the object's own program headers, in memory
+at the bias, give its span.  The program is dead and its memory may
 be corrupt, so every read goes through _mm.peek and every span is checked
 before anyone unmaps it.
 """
@@ -16,33 +16,20 @@ from ._elf import EHDR, PHDR, USER_TOP, PType, page_down, page_up
 R_DEBUG = struct.Struct("<i4xQQi4xQQ")  # r_version, r_map, r_brk, r_state, r_ldbase, r_next
 LINK_MAP = struct.Struct("<QQQQQ")      # l_addr, l_name, l_ld, l_next, l_prev
 MAX_OBJECTS = 4096
-MAX_NAME = 4096
-
-
-def _string(addr: int) -> str | None:
-    raw = _mm.peek(addr, 256)
-    if raw is None:
-        raw = b""
-        while len(raw) < MAX_NAME:
-            chunk = _mm.peek(addr + len(raw), 1)
-            if chunk is None:
-                return None
-            raw += chunk
-            if chunk == b"\0":
-                break
-    end = raw.find(b"\0")
-    return raw[:end].decode(errors="replace") if end >= 0 else None
 
 
 def _object_span(bias: int) -> tuple[int, int] | None:
     """[start, end) of the object whose ELF header is mapped at `bias`."""
-    head = _mm.peek(bias, EHDR.size)
+    # Usually the program headers follow the ELF header: read both at once.
+    head = _mm.peek(bias, EHDR.size + 16 * PHDR.size) or _mm.peek(bias, EHDR.size)
     if head is None or head[:4] != b"\x7fELF":
         return None
-    (_, _, _, _, _, phoff, _, _, _, phentsize, phnum, _, _, _) = EHDR.unpack(head)
+    (_, _, _, _, _, phoff, _, _, _, phentsize, phnum, _, _, _) = EHDR.unpack_from(head)
     if phentsize != PHDR.size or not 0 < phnum <= 512:
         return None
-    table = _mm.peek(bias + phoff, phnum * PHDR.size)
+    table = head[phoff:phoff + phnum * PHDR.size]
+    if len(table) != phnum * PHDR.size:
+        table = _mm.peek(bias + phoff, phnum * PHDR.size)
     if table is None:
         return None
     loads = [PHDR.unpack_from(table, i * PHDR.size) for i in range(phnum)]
@@ -56,9 +43,13 @@ def _object_span(bias: int) -> tuple[int, int] | None:
     return start, end
 
 
-def loaded_objects(r_debug_addr: int) -> list[tuple[str, int, tuple[int, int] | None]]:
-    """(name, bias, span) of each object on every namespace's chain."""
-    out: list[tuple[str, int, tuple[int, int] | None]] = []
+def loaded_objects(r_debug_addr: int) -> list[tuple[int, tuple[int, int] | None]]:
+    """(bias, span) of each object on every namespace's chain.
+
+    The first entry is the main program (glibc always lists it first); its
+    span is None here because its ELF header need not sit at its bias.
+    """
+    out: list[tuple[int, tuple[int, int] | None]] = []
     seen: set[int] = set()
     rd, hops = r_debug_addr, 0
     while rd and hops < 16:
@@ -71,9 +62,8 @@ def loaded_objects(r_debug_addr: int) -> list[tuple[str, int, tuple[int, int] | 
             entry = _mm.peek(lm, LINK_MAP.size)
             if entry is None:
                 break
-            bias, name_ptr, _, lm, _ = LINK_MAP.unpack(entry)
-            name = _string(name_ptr) if name_ptr else ""
-            out.append((name or "", bias, _object_span(bias) if name else None))
+            bias, _, _, lm, _ = LINK_MAP.unpack(entry)
+            out.append((bias, _object_span(bias) if out else None))
         rd = rnext if version >= 2 else 0
         hops += 1
     return out

@@ -57,8 +57,9 @@ def _prot(flags: PFlag) -> int:
             | (_mm.PROT_EXEC if flags & PFlag.X else 0))
 
 
-def reserve(image: ElfImage, regions: Regions) -> int:
-    """Reserve the image's span (PROT_NONE); returns the load bias.
+def reserve(image: ElfImage, regions: Regions, below: int = 0) -> int:
+    """Reserve the image's span (PROT_NONE), plus `below` bytes under it for
+    the stack, as one region (one munmap later); returns the load bias.
 
     ET_EXEC must land at its link addresses: MAP_FIXED_NOREPLACE makes a
     taken range a clear error instead of clobbering what is there.
@@ -77,14 +78,15 @@ def reserve(image: ElfImage, regions: Regions) -> int:
         regions.add(addr, addr + size)
         return 0
     align = image.max_align
-    raw = _mm.mmap(0, size + align, _mm.PROT_NONE, flags)
-    start = (raw + align - 1) & ~(align - 1)
-    # Give back the alignment slack on both sides: only the span stays.
-    if start > raw:
-        _mm.munmap(raw, start - raw)
-    if raw + size + align > start + size:
-        _mm.munmap(start + size, raw + size + align - (start + size))
-    regions.add(start, start + size)
+    slack = align if align > PAGE else 0
+    raw = _mm.mmap(0, below + size + slack, _mm.PROT_NONE, flags)
+    start = (raw + below + align - 1) & ~(align - 1)
+    # Give back the alignment slack on both sides: only stack + span stay.
+    if start - below > raw:
+        _mm.munmap(raw, start - below - raw)
+    if raw + below + size + slack > start + size:
+        _mm.munmap(start + size, raw + below + size + slack - (start + size))
+    regions.add(start - below, start + size)
     return start - image.span_start
 
 
@@ -121,8 +123,8 @@ def _zero_bss(start: int, file_end: int, mem_end: int, prot: int, has_file: bool
                  _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_FIXED)
 
 
-def load_image(image: ElfImage, fd: int, regions: Regions) -> LoadedImage:
-    return map_segments(image, fd, reserve(image, regions))
+def load_image(image: ElfImage, fd: int, regions: Regions, below: int = 0) -> LoadedImage:
+    return map_segments(image, fd, reserve(image, regions, below))
 
 
 @dataclass(frozen=True)
@@ -135,17 +137,25 @@ class StackArea:
         return self.top - self.low
 
 
-def map_stack(size: int, executable: bool, regions: Regions) -> StackArea:
+def stack_reservation(size: int) -> int:
+    """Bytes to reserve for a stack of `size` and its guard."""
+    return size + STACK_GUARD
+
+
+def map_stack(size: int, executable: bool, regions: Regions, base: int | None = None) -> StackArea:
     """The main thread's stack, with an inaccessible guard below it.
 
-    A fixed-size mapping rather than MAP_GROWSDOWN: runaway recursion faults
-    on the guard instead of growing into a neighbour's memory.
+    `base` is the start of a reservation made by reserve(below=...); without
+    it the stack gets a reservation of its own.  A fixed-size mapping rather
+    than MAP_GROWSDOWN: runaway recursion faults on the guard instead of
+    growing into a neighbour's memory.
     """
     prot = _mm.PROT_READ | _mm.PROT_WRITE | (_mm.PROT_EXEC if executable else 0)
-    total = size + STACK_GUARD
-    base = _mm.mmap(0, total, _mm.PROT_NONE,
-                    _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_NORESERVE)
-    regions.add(base, base + total)
+    total = stack_reservation(size)
+    if base is None:
+        base = _mm.mmap(0, total, _mm.PROT_NONE,
+                        _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_NORESERVE)
+        regions.add(base, base + total)
     _mm.mmap(base + STACK_GUARD, size, prot,
              _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_FIXED | _mm.MAP_NORESERVE | _mm.MAP_STACK)
     return StackArea(base + STACK_GUARD, base + total)

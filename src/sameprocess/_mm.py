@@ -26,14 +26,6 @@ _mprotect = _libc.mprotect
 _mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-_process_vm_readv = _libc.process_vm_readv
-_process_vm_readv.restype = ctypes.c_ssize_t
-_process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong,
-                              ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong]
 
 
 def _raise(what: str) -> None:
@@ -67,26 +59,27 @@ def zero(addr: int, length: int) -> None:
     ctypes.memset(addr, 0, length)
 
 
-_SELF = os.getpid()
+_mem_fd = -1
 
 
 def peek(addr: int, length: int) -> bytes | None:
     """Read memory without trusting the address: None where it is unmapped.
 
-    process_vm_readv on our own PID reports EFAULT instead of faulting, so
-    structures written by programs (which may be corrupt) are read safely.
+    A read of /proc/self/mem reports EIO instead of faulting, so structures
+    written by programs (which may be corrupt) are read safely.
     """
+    global _mem_fd
     if length == 0:
         return b""
-    if addr <= 0 or length < 0:
+    if not 0 < addr < (1 << 63) or length < 0:
         return None
-    buf = ctypes.create_string_buffer(length)
-    local = _IoVec(ctypes.addressof(buf), length)
-    remote = _IoVec(addr, length)
-    got = _process_vm_readv(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-    if got != length:
+    if _mem_fd < 0:
+        _mem_fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.pread(_mem_fd, length, addr)
+    except OSError:
         return None
-    return buf.raw
+    return data if len(data) == length else None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable
 
-from ._spawn import PYTHON_IGNORED, SpawnSpec, host_ignored_signals
+from ._spawn import PYTHON_IGNORED, SpawnSpec
 
 _UNSUPPORTED = ("preexec_fn", "user", "group", "extra_groups")
 
@@ -55,7 +55,7 @@ class Popen(subprocess.Popen):
             stdio=(p2cread, c2pwrite, errwrite), pass_fds=_check_pass_fds(pass_fds),
             new_session=bool(start_new_session),
             process_group=-1 if process_group is None else process_group,
-            umask=umask, ignored_signals=self._signals_to_ignore(restore_signals),
+            umask=umask, **self._signal_dispositions(restore_signals),
             rlimits=tuple((int(r), int(s), int(h)) for r, (s, h) in self._rlimits.items()))
         self._space._start(self, spec)
         self._child_created = True
@@ -77,11 +77,17 @@ class Popen(subprocess.Popen):
             raise ValueError("args must name a program")
         return args
 
-    def _signals_to_ignore(self, restore_signals: bool) -> frozenset[int]:
+    def _signal_dispositions(self, restore_signals: bool) -> dict:
+        """Like exec: ignored signals stay ignored, handled ones become default.
+
+        restore_signals undoes Python's own SIG_IGN of SIGPIPE and SIGXFSZ, as
+        subprocess does; an explicit ignored_signals set (a launcher's) is
+        applied exactly.
+        """
         if self._ignored_signals is not None:
-            return frozenset(int(s) for s in self._ignored_signals)
-        ignored = host_ignored_signals()
-        return ignored - PYTHON_IGNORED if restore_signals else ignored
+            ignore = frozenset(int(s) for s in self._ignored_signals)
+            return {"ignore_signals": ignore, "default_signals": frozenset(range(1, 65)) - ignore}
+        return {"default_signals": PYTHON_IGNORED if restore_signals else frozenset()}
 
     # -- exit, as reported by the space's reaper ---------------------------
     def add_exit_callback(self, callback: Callable[["Popen"], None]) -> None:
@@ -124,9 +130,10 @@ class Popen(subprocess.Popen):
 
 
 def _environment_block(env) -> list[bytes]:
-    items = os.environb.items() if env is None else ((os.fsencode(k), os.fsencode(v)) for k, v in env.items())
+    if env is None:  # os.environ's own bytes, already valid (os.environ._data)
+        return [key + b"=" + value for key, value in os.environ._data.items()]
     block = []
-    for key, value in items:
+    for key, value in ((os.fsencode(k), os.fsencode(v)) for k, v in env.items()):
         if b"=" in key or not key:
             raise ValueError(f"illegal environment variable name {key!r}")
         if b"\0" in key or b"\0" in value:

@@ -37,6 +37,8 @@ def _check_executable(path: bytes, shown: bytes) -> None:
 
 def find(name: bytes, cwd: bytes | None, env_path: list[bytes]) -> tuple[bytes, bytes]:
     """(absolute path, name as exec'd) for `name`, searching PATH without a '/'."""
+    if cwd is None:
+        cwd = os.getcwdb()
     if b"/" in name:
         _check_executable(_absolute(name, cwd), name)
         return _absolute(name, cwd), name

@@ -138,8 +138,8 @@ class Space:
     def _unmap_loaded_objects(self, launch: Launch) -> None:
         if launch.r_debug is None:
             return
-        for index, (name, bias, span) in enumerate(loaded_objects(launch.r_debug)):
-            if index == 0 and name == "":
+        for index, (bias, span) in enumerate(loaded_objects(launch.r_debug)):
+            if index == 0:
                 span = _main_span(launch, bias)
             if span is None or launch.regions.contains(*span):
                 continue

@@ -52,7 +52,8 @@ class SpawnSpec:
     new_session: bool = False
     process_group: int = -1
     umask: int = -1
-    ignored_signals: frozenset[int] = frozenset()
+    ignore_signals: frozenset[int] = frozenset()    # start with SIG_IGN
+    default_signals: frozenset[int] = frozenset()   # start with SIG_DFL
     rlimits: tuple[tuple[int, int, int], ...] = ()
 
 
@@ -95,15 +96,6 @@ def _has_cap_sys_admin() -> bool:
     return False
 
 
-def host_ignored_signals() -> frozenset[int]:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("SigIgn:"):
-                mask = int(line.split()[1], 16)
-                return frozenset(s for s in range(1, 65) if mask >> (s - 1) & 1)
-    return frozenset()
-
-
 def check_arg_sizes(argv: list[bytes], envp: list[bytes]) -> None:
     """Refuse with E2BIG what the kernel's execve would refuse."""
     soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
@@ -133,7 +125,14 @@ class Plan:
     auxv: list[tuple[int, int]]
     argv: list[bytes]
     r_debug: int | None
-    stack_exec: bool
+    stack_base: int | None   # where the stack's reservation starts, None: map its own
+
+
+def _stack_below(loaded: _loader.LoadedImage, below: int) -> int | None:
+    """The reservation made room for the stack under this position-independent image."""
+    if loaded.image.etype == EType.EXEC:
+        return None
+    return loaded.bias + loaded.image.span_start - below
 
 
 def _is_glibc_ldso(interp: ElfImage) -> bool:
@@ -153,27 +152,33 @@ def _open_interp(exe: ElfImage) -> tuple[int, ElfImage]:
     return fd, interp
 
 
-def plan_and_map(exe: ElfImage, exe_fd: int, target: Target, regions: _loader.Regions) -> Plan:
-    """Phases 3 and 4: decide how the program starts and map what that needs."""
+def plan_and_map(exe: ElfImage, exe_fd: int, target: Target, regions: _loader.Regions,
+                 below: int) -> Plan:
+    """Phases 3 and 4: decide how the program starts and map what that needs.
+
+    The stack's reservation (`below` bytes) is made together with the image
+    mapped here, so that both are one region to unmap.
+    """
     if exe.interp is None:
-        image = _loader.load_image(exe, exe_fd, regions)
-        return Plan(image.entry, _image_auxv(image, 0, image.entry), target.argv, None, exe.stack_exec)
+        image = _loader.load_image(exe, exe_fd, regions, 0 if exe.etype == EType.EXEC else below)
+        return Plan(image.entry, _image_auxv(image, 0, image.entry), target.argv, None,
+                    _stack_below(image, below))
     interp_fd, interp = _open_interp(exe)
     try:
         if _is_glibc_ldso(interp):
             if exe.etype == EType.EXEC:
                 _loader.reserve(exe, regions)  # ld.so maps over it with MAP_FIXED
-            ldso = _loader.load_image(interp, interp_fd, regions)
+            ldso = _loader.load_image(interp, interp_fd, regions, below)
             # "ld.so [--argv0 NAME] PROGRAM ARGS": ld.so maps the program and
             # rewrites AT_PHDR/PHNUM/ENTRY/EXECFN to describe it.
             argv = [interp.path.encode(), b"--argv0", target.argv[0], target.path.encode()] + target.argv[1:]
             return Plan(ldso.entry, _image_auxv(ldso, ldso.bias, ldso.entry), argv,
-                        ldso.bias + interp.dynamic_symbols["_r_debug"], exe.stack_exec)
+                        ldso.bias + interp.dynamic_symbols["_r_debug"], _stack_below(ldso, below))
         main = _loader.load_image(exe, exe_fd, regions)
-        ldso = _loader.load_image(interp, interp_fd, regions)
+        ldso = _loader.load_image(interp, interp_fd, regions, below)
         r_debug = interp.dynamic_symbols.get("_r_debug")
         return Plan(ldso.entry, _image_auxv(main, ldso.bias, main.entry), target.argv,
-                    ldso.bias + r_debug if r_debug else None, exe.stack_exec)
+                    ldso.bias + r_debug if r_debug else None, _stack_below(ldso, below))
     finally:
         os.close(interp_fd)
 
@@ -203,12 +208,13 @@ def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = 
     exe_fd, exe = _elf.open_image(target.path)
     regions = _loader.Regions()
     try:
+        size = stack_size()
         try:
-            plan = plan_and_map(exe, exe_fd, target, regions)
+            plan = plan_and_map(exe, exe_fd, target, regions, _loader.stack_reservation(size))
         finally:
             os.close(exe_fd)
         check_arg_sizes(plan.argv, spec.envp)
-        stack = _loader.map_stack(stack_size(), plan.stack_exec, regions)
+        stack = _loader.map_stack(size, exe.stack_exec, regions, plan.stack_base)
         auxv = host.auxv + plan.auxv + _creds_auxv() + list(extra_auxv)
         image = _stack.build(stack.top, plan.argv, spec.envp, target.execfn, auxv,
                              host.strings, os.urandom(16))
@@ -236,7 +242,8 @@ def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.Stac
         c.entry, c.initial_sp = entry, sp
         c.child_stack = stack.low
         c.child_stack_size = ((sp - CHILD_PATH_GAP) & ~15) - stack.low
-        c.ignored_signals = sum(1 << (s - 1) for s in spec.ignored_signals if 0 < s <= 64)
+        c.ignore_signals = _signal_mask(spec.ignore_signals)
+        c.default_signals = _signal_mask(spec.default_signals)
         keep = sorted({*spec.pass_fds, err_w})
         keep_arr = (ctypes.c_int32 * len(keep))(*keep)
         c.keep_fds, c.n_keep_fds = ctypes.cast(keep_arr, ctypes.POINTER(ctypes.c_int32)), len(keep)
@@ -262,6 +269,10 @@ def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.Stac
     if record:
         _raise_child_failure(record, pidfd, spec, target)
     return pid, pidfd
+
+
+def _signal_mask(signals: frozenset[int]) -> int:
+    return sum(1 << (s - 1) for s in signals if 0 < s <= 64)
 
 
 def _read_all(fd: int) -> bytes:

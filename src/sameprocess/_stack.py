@@ -26,43 +26,37 @@ class InitialStack:
 
 def build(top: int, argv: list[bytes], envp: list[bytes], execfn: bytes,
           auxv: list[tuple[int, int]], strings: dict[int, bytes], random16: bytes) -> InitialStack:
-    """Lay out the image so that it ends exactly below `top`.
+    """Lay out the image so that it ends exactly at `top`.
 
     `auxv` holds the numeric entries; `strings` maps AT_* types whose value
-    is a string (AT_PLATFORM, AT_EXECFN...) to its bytes; AT_RANDOM points at
-    `random16`.  Pure: the result is returned, not written.
+    is a string (AT_PLATFORM...) to its bytes; AT_RANDOM points at
+    `random16` and AT_EXECFN at `execfn`.  Pure: the result is returned,
+    not written.
     """
-    area = bytearray()  # string area, grows downward: offsets from its end
+    # The string area, in ascending address order.
+    blobs = ([random16] + [value + b"\0" for value in strings.values()]
+             + [arg + b"\0" for arg in argv] + [var + b"\0" for var in envp]
+             + [execfn + b"\0", b"\0" * WORD])
+    area = b"".join(blobs)
+    addresses, cursor = [], top - len(area)
+    for blob in blobs:
+        addresses.append(cursor)
+        cursor += len(blob)
+    n_str, n_arg = len(strings), len(argv)
+    arg_addrs = addresses[1 + n_str:1 + n_str + n_arg]
+    env_addrs = addresses[1 + n_str + n_arg:-2]
 
-    def push(blob: bytes) -> int:
-        area[:0] = blob
-        return len(area)  # distance from the area's end to the blob's start
+    table = [n_arg, *arg_addrs, 0, *env_addrs, 0]
+    for key, value in auxv:
+        table += (int(key), value)
+    table += (AT.RANDOM, addresses[0], AT.EXECFN, addresses[-2])
+    for key, addr in zip(strings, addresses[1:1 + n_str]):
+        table += (int(key), addr)
+    table += (AT.NULL, 0)
 
-    push(b"\0" * WORD)
-    execfn_off = push(execfn + b"\0")
-    env_offs = [push(s + b"\0") for s in reversed(envp)][::-1]
-    arg_offs = [push(s + b"\0") for s in reversed(argv)][::-1]
-    str_offs = {key: push(value + b"\0") for key, value in strings.items()}
-    random_off = push(random16)
-
-    entries = list(auxv) + [(AT.RANDOM, None), (AT.EXECFN, None)] + [(k, None) for k in strings]
-    words = 1 + len(argv) + 1 + len(envp) + 1 + 2 * (len(entries) + 1)
+    # argc must sit 16-byte aligned: pad between the table and the strings.
     strings_base = top - len(area)
-    sp = (strings_base - words * WORD) & ~15
-    pad = strings_base - sp - words * WORD
-
-    def at(off: int) -> int:
-        return top - off
-
-    table = [len(argv)] + [at(o) for o in arg_offs] + [0] + [at(o) for o in env_offs] + [0]
-    for key, value in entries:
-        if key == AT.RANDOM:
-            value = at(random_off)
-        elif key == AT.EXECFN:
-            value = at(execfn_off)
-        elif value is None:
-            value = at(str_offs[key])
-        table += [int(key), value]
-    table += [AT.NULL, 0]
-    data = struct.pack(f"<{len(table)}Q", *table) + b"\0" * pad + bytes(area)
+    sp = (strings_base - len(table) * WORD) & ~15
+    pad = strings_base - sp - len(table) * WORD
+    data = struct.pack(f"<{len(table)}Q", *table) + b"\0" * pad + area
     return InitialStack(sp=sp, data=data)

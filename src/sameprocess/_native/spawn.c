@@ -61,14 +61,15 @@ __attribute__((noreturn)) static void child_fail(const struct sp_child_spec *spe
 
 static void child_signals(const struct sp_child_spec *spec)
 {
-    /* CLONE_CLEAR_SIGHAND already reset handled signals; ignored ones
-     * survive it, so set every disposition explicitly. */
+    /* CLONE_CLEAR_SIGHAND already reset handled signals to SIG_DFL; ignored
+     * ones survive it, as they survive exec.  Only the signals named in the
+     * spec are changed (restore_signals, or a launcher's exact set). */
     for (int sig = 1; sig <= 64; sig++) {
-        if (sig == SIGKILL || sig == SIGSTOP)
+        uint64_t bit = 1ULL << (sig - 1);
+        if (sig == SIGKILL || sig == SIGSTOP || !((spec->ignore_signals | spec->default_signals) & bit))
             continue;
         struct kernel_sigaction act = {0};
-        act.handler = ((spec->ignored_signals >> (sig - 1)) & 1) ? (unsigned long)SIG_IGN
-                                                                : (unsigned long)SIG_DFL;
+        act.handler = (spec->ignore_signals & bit) ? (unsigned long)SIG_IGN : (unsigned long)SIG_DFL;
         long r = SYSCALL(SYS_rt_sigaction, sig, &act, 0, KERNEL_SIGSET_SIZE, 0, 0);
         if (r < 0 && r != -22) /* EINVAL: a number this kernel does not have */
             child_fail(spec, SP_STEP_SIGNALS, (int32_t)-r);
@@ -131,9 +132,11 @@ __attribute__((noreturn)) static void child_main(void *arg)
     uint64_t empty = 0;
     CHILD_CALL(spec, SP_STEP_SIGMASK,
                SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, KERNEL_SIGSET_SIZE, 0, 0));
-    /* Closing the error pipe is the success signal: the host reads EOF. */
+    /* Closing the error pipe is the success signal: the host reads EOF and
+     * may free the spec at once, so nothing may read it after the close. */
+    uint64_t entry = spec->entry, initial_sp = spec->initial_sp;
     SYSCALL(SYS_close, spec->errpipe, 0, 0, 0, 0, 0);
-    sp_enter(spec->entry, spec->initial_sp);
+    sp_enter(entry, initial_sp);
 }
 
 long sp_spawn(const struct sp_child_spec *spec, int32_t *pidfd_out)

@@ -45,7 +45,8 @@ struct sp_child_spec {
     uint64_t initial_sp;        /* address of argc on the program's stack */
     uint64_t child_stack;       /* lowest address of the stack the child path runs on */
     uint64_t child_stack_size;
-    uint64_t ignored_signals;   /* bit (sig - 1) set: SIG_IGN; clear: SIG_DFL */
+    uint64_t ignore_signals;    /* bit (sig - 1) set: SIG_IGN */
+    uint64_t default_signals;   /* bit (sig - 1) set: SIG_DFL (unless in ignore_signals) */
     const int32_t *keep_fds;    /* sorted ascending, all >= 3: survive close_range */
     const char *cwd;            /* NULL: keep the host's */
     const void *seccomp_prog;   /* struct sock_fprog *, NULL: no filter */
