@@ -1,0 +1,110 @@
+"""Each program is a process of its own: PID, fds, signals, cwd, env, FPU."""
+import ctypes
+import os
+import signal
+import subprocess
+
+import pytest
+
+from _kv import kv
+
+
+def procstate(space, build, **kwargs):
+    r = space.run([build("procstate.c")], capture_output=True, text=True, **kwargs)
+    assert r.returncode == 0, r.stderr
+    return kv(r.stdout)
+
+
+def test_identity_comm_cwd_umask(space, build, tmp_path):
+    state = procstate(space, build, cwd=tmp_path)
+    assert int(state["pid"]) != os.getpid()
+    assert int(state["ppid"]) == os.getpid()  # the host is the parent
+    assert state["comm"] == "procstate"
+    assert state["cwd"] == str(tmp_path)
+    assert os.getcwd() != str(tmp_path)  # the host's cwd is untouched
+
+
+def test_umask_argument(space, build):
+    assert procstate(space, build, umask=0o027)["umask"] == "0027"
+
+
+def test_only_stdio_and_pass_fds_are_open(space, build):
+    leaked = [os.open("/dev/null", os.O_RDONLY), os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)]
+    r, w = os.pipe()
+    os.set_inheritable(r, True)
+    try:
+        assert procstate(space, build)["fds"] == "0,1,2"
+        state = procstate(space, build, pass_fds=(r,))
+        assert state["fds"] == f"0,1,2,{r}"
+        assert state[f"fd[{r}]"].startswith("pipe:")
+    finally:
+        for fd in leaked + [r, w]:
+            os.close(fd)
+
+
+def test_environment_is_exactly_what_was_given(space, build):
+    r = space.run([build("auxv.c")], env={"ONLY": "this"}, capture_output=True, text=True)
+    envs = [line for line in r.stdout.splitlines() if line.startswith("env[")]
+    assert envs == ["env[0]=ONLY=this"]
+
+
+def test_signal_state_is_reset_like_subprocess(space, build):
+    # Python ignores SIGPIPE and SIGXFSZ; the program must not inherit that.
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        state = procstate(space, build)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    assert state["sigpipe"] == "SIG_DFL" and state["sigxfsz"] == "SIG_DFL"
+    assert int(state["SigBlk"], 16) == 0
+    assert int(state["SigIgn"], 16) == 0
+    assert int(state["SigCgt"], 16) == 0
+    assert state["altstack"] == "disabled"
+
+
+def test_restore_signals_false_keeps_ignored_signals(space, build):
+    state = procstate(space, build, restore_signals=False)
+    assert state["sigpipe"] == "SIG_IGN"
+
+
+def test_explicit_ignored_signal_set(space, build):
+    state = procstate(space, build, ignored_signals={signal.SIGHUP})
+    assert int(state["SigIgn"], 16) == 1 << (signal.SIGHUP - 1)
+
+
+def test_writing_to_a_closed_pipe_kills_with_sigpipe(space, build):
+    p = space.Popen([build("sigpipe.c")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(1)
+    p.stdout.close()
+    p.wait()
+    err = p.stderr.read()
+    p.stderr.close()
+    assert p.returncode == -signal.SIGPIPE, err
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x87/MXCSR are x86_64 state")
+def test_fpu_control_state_is_reset(space, build):
+    libm = ctypes.CDLL("libm.so.6")
+    FE_DOWNWARD, FE_TONEAREST = 0x400, 0
+    assert libm.fesetround(FE_DOWNWARD) == 0
+    try:
+        state = procstate(space, build)
+    finally:
+        libm.fesetround(FE_TONEAREST)
+    assert state["fegetround"] == "FE_TONEAREST"
+    assert state["mxcsr"] == "0x1f80" and state["x87_cw"] == "0x037f"
+
+
+def test_sessions_and_process_groups(space, build):
+    state = procstate(space, build)
+    assert int(state["sid"]) == os.getsid(0)
+    state = procstate(space, build, start_new_session=True)
+    assert state["sid"] == state["pid"] == state["pgrp"]
+    state = procstate(space, build, process_group=0)
+    assert state["pgrp"] == state["pid"] and int(state["sid"]) == os.getsid(0)
+
+
+def test_seccomp_brk_filter_is_installed(space, build):
+    state = procstate(space, build)
+    assert state["Seccomp"] == "2"

@@ -1,0 +1,94 @@
+"""Every kind of unmodified executable the issue names runs in the space."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sameprocess import ExecError
+
+from _kv import kv
+
+
+def run_kv(space, argv, **kwargs):
+    r = space.run(argv, capture_output=True, text=True, timeout=120, **kwargs)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    return kv(r.stdout), r.stdout
+
+
+def test_c_with_pthreads(space, build):
+    state, _ = run_kv(space, [build("pthreads.c")])
+    native = kv(subprocess.run([build("pthreads.c")], capture_output=True, text=True).stdout)
+    assert state == native == {"threads": "4", "total": "1000000"}
+
+
+def test_cxx_iostream_unordered_map_exceptions(space, build):
+    _, out = run_kv(space, [build("cxx.cpp")])
+    native = subprocess.run([build("cxx.cpp")], capture_output=True, text=True).stdout
+    assert out == native
+    assert "cxx iostream ok" in out and "caught=" in out and "static_dtor=1" in out
+
+
+def test_rust(space, build):
+    state, out = run_kv(space, [build("hello.rs"), "x y"], env={"SAMEPROCESS_TEST_VAR": "rs"})
+    assert "hello from rust" in out
+    assert state["argv[1]"] == "x y" and state["SAMEPROCESS_TEST_VAR"] == "rs"
+
+
+def test_go_pie(space, build):
+    state, out = run_kv(space, [build("hello.go"), "arg"], env={"SAMEPROCESS_TEST_VAR": "go"})
+    assert "hello from go" in out
+    assert state["goroutine_result"] == "5050" and state["SAMEPROCESS_TEST_VAR"] == "go"
+
+
+def test_static_pie_is_entered_directly(space, build):
+    state, out = run_kv(space, [build("hello_static.c"), "s"])
+    assert "hello from static-pie" in out
+    assert state["argv[1]"] == "s" and int(state["at_base"], 16) == 0
+
+
+def test_pie_cpython_running_a_script(space, tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import json, ssl, sqlite3, threading, subprocess, sys\n"
+        "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+        "print(json.dumps({'argv': sys.argv[1:], 'sub': subprocess.run(['echo', 'nested'],"
+        " capture_output=True, text=True).stdout}))\n")
+    r = space.run([sys.executable, str(script), "a"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == '{"argv": ["a"], "sub": "nested\\n"}\n'
+
+
+def test_fork_and_system_from_a_program(space, build):
+    state, out = run_kv(space, [build("system.c")])
+    assert "from-child" in out
+    assert state["system_exited"] == "1" and state["system_status"] == "7"
+    assert state["fork_exec_exited"] == "1" and state["fork_exec_status"] == "0"
+
+
+def test_origin_runpath_finds_its_library(space, build):
+    state, _ = run_kv(space, [build("origin_main.c")])
+    assert state["origin_value"] == "4242"
+
+
+def test_shebang_script(space, tmp_path):
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh -e\necho \"script $0 $1\"\n")
+    script.chmod(0o755)
+    r = space.run([str(script), "arg"], capture_output=True, text=True)
+    assert r.stdout == f"script {script} arg\n"
+
+
+def test_non_pie_runs_when_its_range_is_free_and_fails_cleanly_when_taken(space, build):
+    nonpie = build("nonpie.c")
+    first = space.Popen([nonpie], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert first.stdout.readline() == b"main=0x%x\n" % int(
+        kv(subprocess.run([nonpie], input=b"\n", capture_output=True).stdout)["main"], 16)
+    with pytest.raises(ExecError) as info:
+        space.Popen([nonpie])
+    assert "not free in the space" in str(info.value) and nonpie in str(info.value)
+    first.communicate(b"\n")
+    assert first.returncode == 0
+    # Its range was given back at exit: it runs again at once.
+    again = space.run([nonpie], input=b"\n", capture_output=True)
+    assert again.returncode == 0 and again.stdout.endswith(b"bye\n")
