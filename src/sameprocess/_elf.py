@@ -46,6 +46,9 @@ class PFlag(enum.IntFlag):
     R = 4
 
 
+# PF_X=1, PF_W=2, PF_R=4  ->  PROT_READ=1, PROT_WRITE=2, PROT_EXEC=4
+_PROT = [((f & 4) >> 2) | (f & 2) | ((f & 1) << 2) for f in range(8)]
+
 MACHINES = {"x86_64": 62, "aarch64": 183}
 HOST_MACHINE = MACHINES.get(platform.machine())
 
@@ -72,6 +75,11 @@ class Segment:
     filesz: int
     flags: PFlag
     align: int
+
+    @property
+    def prot(self) -> int:
+        """mmap protection: PF_R/W/X are PROT_READ/WRITE/EXEC with R and X swapped."""
+        return _PROT[self.flags]
 
 
 @dataclass(frozen=True)

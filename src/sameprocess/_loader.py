@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import _mm
-from ._elf import PAGE, ElfImage, EType, PFlag, page_down, page_up
+from ._elf import PAGE, ElfImage, EType, page_down, page_up
 from ._errors import ExecError
 
 STACK_GUARD = 64 * 1024
@@ -50,11 +50,6 @@ class LoadedImage:
     @property
     def phdr(self) -> int:
         return self.bias + self.image.phdr_vaddr
-
-
-def _prot(flags: PFlag) -> int:
-    return ((_mm.PROT_READ if flags & PFlag.R else 0) | (_mm.PROT_WRITE if flags & PFlag.W else 0)
-            | (_mm.PROT_EXEC if flags & PFlag.X else 0))
 
 
 def reserve(image: ElfImage, regions: Regions, below: int = 0) -> int:
@@ -93,7 +88,7 @@ def reserve(image: ElfImage, regions: Regions, below: int = 0) -> int:
 def map_segments(image: ElfImage, fd: int, bias: int) -> LoadedImage:
     """Overlay each PT_LOAD onto the reservation made by reserve()."""
     for seg in image.loads:
-        prot = _prot(seg.flags)
+        prot = seg.prot
         start = page_down(bias + seg.vaddr)
         file_end = bias + seg.vaddr + seg.filesz
         mem_end = page_up(bias + seg.vaddr + seg.memsz)

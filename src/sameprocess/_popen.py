@@ -50,7 +50,7 @@ class Popen(subprocess.Popen):
         executable = args[0] if executable is None else executable
         spec = SpawnSpec(
             file=_no_nul(executable), argv=[_no_nul(a) for a in args],
-            envp=_environment_block(env), env_path=[os.fsencode(d) for d in os.get_exec_path(env)],
+            envp=_environment_block(env), env_path=lambda: [os.fsencode(d) for d in os.get_exec_path(env)],
             cwd=os.fsencode(cwd) if cwd is not None else None,
             stdio=(p2cread, c2pwrite, errwrite), pass_fds=_check_pass_fds(pass_fds),
             new_session=bool(start_new_session),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 from ._errors import ExecError
 
@@ -35,7 +36,7 @@ def _check_executable(path: bytes, shown: bytes) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(shown))
 
 
-def find(name: bytes, cwd: bytes | None, env_path: list[bytes]) -> tuple[bytes, bytes]:
+def find(name: bytes, cwd: bytes | None, env_path: Callable[[], list[bytes]]) -> tuple[bytes, bytes]:
     """(absolute path, name as exec'd) for `name`, searching PATH without a '/'."""
     if cwd is None:
         cwd = os.getcwdb()
@@ -43,7 +44,7 @@ def find(name: bytes, cwd: bytes | None, env_path: list[bytes]) -> tuple[bytes, 
         _check_executable(_absolute(name, cwd), name)
         return _absolute(name, cwd), name
     denied = None
-    for directory in env_path:
+    for directory in env_path():
         candidate = os.path.join(directory, name)
         try:
             _check_executable(_absolute(candidate, cwd), candidate)
@@ -71,7 +72,8 @@ def _shebang(path: bytes) -> tuple[bytes, bytes | None] | None:
     return interp, (arg or None)
 
 
-def resolve(file: bytes, argv: list[bytes], cwd: bytes | None, env_path: list[bytes]) -> Target:
+def resolve(file: bytes, argv: list[bytes], cwd: bytes | None,
+            env_path: Callable[[], list[bytes]]) -> Target:
     """Find `file` and unwrap #! scripts into the ELF interpreter that runs them."""
     path, execfn = find(file, cwd, env_path)
     for _ in range(MAX_SCRIPT_DEPTH + 1):
@@ -81,7 +83,7 @@ def resolve(file: bytes, argv: list[bytes], cwd: bytes | None, env_path: list[by
         interp, arg = script
         argv = [interp] + ([arg] if arg else []) + [path] + argv[1:]
         try:
-            path, _ = find(interp if b"/" in interp else b"./" + interp, cwd, [])
+            path, _ = find(interp if b"/" in interp else b"./" + interp, cwd, list)
         except (FileNotFoundError, PermissionError) as e:
             raise ExecError(e.errno, f"bad #! interpreter {os.fsdecode(interp)}: {e.strerror}",
                             os.fsdecode(execfn)) from None

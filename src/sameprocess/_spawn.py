@@ -22,6 +22,7 @@ import fcntl
 import os
 import resource
 from dataclasses import dataclass
+from typing import Callable
 
 from . import _elf, _loader, _mm, _native, _stack
 from ._auxv import AT, PER_EXEC, host_platform_strings, read_host_auxv
@@ -45,7 +46,7 @@ class SpawnSpec:
     file: bytes                    # name to look up (args[0] or executable)
     argv: list[bytes]
     envp: list[bytes]
-    env_path: list[bytes]
+    env_path: Callable[[], list[bytes]]   # PATH directories, computed only when needed
     cwd: bytes | None = None
     stdio: tuple[int, int, int] = (-1, -1, -1)
     pass_fds: tuple[int, ...] = ()
@@ -103,11 +104,10 @@ def check_arg_sizes(argv: list[bytes], envp: list[bytes]) -> None:
     if soft != resource.RLIM_INFINITY:
         limit = min(limit, soft // 4)
     limit = max(limit, ARG_MAX) - (max(len(argv), 1) + len(envp)) * 8
-    total = 0
-    for s in (*argv, *envp):
-        if len(s) + 1 > MAX_ARG_STRLEN:
-            raise OSError(errno.E2BIG, f"argument or environment string of {len(s)} bytes is too long")
-        total += len(s) + 1
+    longest = max(map(len, argv), default=0), max(map(len, envp), default=0)
+    if max(longest) + 1 > MAX_ARG_STRLEN:
+        raise OSError(errno.E2BIG, f"argument or environment string of {max(longest)} bytes is too long")
+    total = sum(map(len, argv)) + sum(map(len, envp)) + len(argv) + len(envp)
     if limit <= 0 or total > limit:
         raise OSError(errno.E2BIG, os.strerror(errno.E2BIG) + f" ({total} bytes of arguments and environment)")
 
@@ -204,7 +204,6 @@ def _move_above_stdio(fd: int, target: int, moved: list[int]) -> int:
 
 def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = ()) -> Launch:
     target = resolve(spec.file, spec.argv, spec.cwd, spec.env_path)
-    check_arg_sizes(target.argv, spec.envp)
     exe_fd, exe = _elf.open_image(target.path)
     regions = _loader.Regions()
     try:

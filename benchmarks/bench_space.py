@@ -1,0 +1,87 @@
+"""Programs in the space vs natively, and space.run vs subprocess.run.
+
+Prints figures and ratios measured side by side in one run:
+  * malloc_heavy (C) and umap_bench (C++ unordered_map): the time each
+    program reports for its own work loop, inside the space vs natively
+    (target: ratio <= 1.05), interleaved runs, medians;
+  * spawn: space.run(["./hello"]) vs subprocess.run(["./hello"]), wall time
+    per run (target: the space no slower), interleaved blocks, medians.
+
+usage: python benchmarks/bench_space.py [--rounds N] [--spawns N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+import _build  # noqa: E402  (the tests' program builder; no pytest needed)
+
+from sameprocess import Space  # noqa: E402
+
+
+def reported_seconds(stdout: bytes) -> float:
+    for line in stdout.decode().splitlines():
+        if line.startswith("seconds="):
+            return float(line.split("=", 1)[1])
+    raise RuntimeError(f"no seconds= line in {stdout!r}")
+
+
+def compare_program(space: Space, exe: str, rounds: int) -> tuple[float, float, float, float]:
+    ours, native, ours_wall, native_wall = [], [], [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        r = space.run([exe], capture_output=True, check=True)
+        ours_wall.append(time.perf_counter() - t)
+        ours.append(reported_seconds(r.stdout))
+        t = time.perf_counter()
+        r = subprocess.run([exe], capture_output=True, check=True)
+        native_wall.append(time.perf_counter() - t)
+        native.append(reported_seconds(r.stdout))
+    med = statistics.median
+    return med(ours), med(native), med(ours_wall), med(native_wall)
+
+
+def compare_spawn(space: Space, hello: str, spawns: int, block: int = 50) -> tuple[float, float]:
+    ours, native = [], []
+    for _ in range(max(spawns // block, 1)):
+        for _ in range(block):
+            t = time.perf_counter()
+            space.run([hello], stdout=subprocess.DEVNULL)
+            ours.append(time.perf_counter() - t)
+        for _ in range(block):
+            t = time.perf_counter()
+            subprocess.run([hello], stdout=subprocess.DEVNULL)
+            native.append(time.perf_counter() - t)
+    return statistics.median(ours), statistics.median(native)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7, help="runs of each heavy program per side")
+    parser.add_argument("--spawns", type=int, default=2000, help="hello runs per side")
+    args = parser.parse_args()
+    builder = _build.Builder(os.environ.get("SAMEPROCESS_TEST_CACHE") or os.path.join(tempfile.gettempdir(), "sameprocess-bench"))
+    programs = {"malloc_heavy (C)": builder("malloc_heavy.c"), "unordered_map (C++)": builder("umap_bench.cpp")}
+    hello = builder("hello.c")
+    print(f"machine: {os.uname().machine}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    with Space() as space:
+        space.run([hello], stdout=subprocess.DEVNULL)  # warm the caches on both sides
+        subprocess.run([hello], stdout=subprocess.DEVNULL)
+        print(f"\n{'program':22} {'space s':>9} {'native s':>9} {'ratio':>7}   (work loop, median of {args.rounds})")
+        for name, exe in programs.items():
+            ours, native, ours_wall, native_wall = compare_program(space, exe, args.rounds)
+            print(f"{name:22} {ours:9.3f} {native:9.3f} {ours / native:7.3f}   "
+                  f"(whole run: {ours_wall:.3f} vs {native_wall:.3f} s)")
+        ours, native = compare_spawn(space, hello, args.spawns)
+        print(f"\n{'spawn + wait, hello':22} {'space us':>9} {'subproc':>9} {'ratio':>7}   (median of {args.spawns})")
+        print(f"{'run([./hello])':22} {ours * 1e6:9.0f} {native * 1e6:9.0f} {ours / native:7.3f}")
+
+
+if __name__ == "__main__":
+    main()
