@@ -60,8 +60,11 @@ def find(name: bytes, cwd: bytes | None, env_path: Callable[[], list[bytes]]) ->
 
 
 def _shebang(path: bytes) -> tuple[bytes, bytes | None] | None:
-    with open(path, "rb") as f:
-        head = f.read(MAX_SHEBANG)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        head = os.pread(fd, MAX_SHEBANG, 0)
+    finally:
+        os.close(fd)
     if not head.startswith(b"#!"):
         return None
     line = head[2:].split(b"\n", 1)[0].strip(b" \t")

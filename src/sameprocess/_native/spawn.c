@@ -29,6 +29,9 @@
 #define CLONE_CLEAR_SIGHAND 0x100000000ULL
 #endif
 #define SECCOMP_SET_MODE_FILTER 1
+/* Keep the program's speculation mitigations as they would be natively:
+ * without this flag the kernel forces SSBD on every filtered task. */
+#define SECCOMP_FILTER_FLAG_SPEC_ALLOW (1UL << 2)
 #define KERNEL_SIGSET_SIZE 8
 
 /* The kernel's struct sigaction layout (not libc's). */
@@ -127,7 +130,8 @@ __attribute__((noreturn)) static void child_main(void *arg)
             CHILD_CALL(spec, SP_STEP_NO_NEW_PRIVS,
                        SYSCALL(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0));
         CHILD_CALL(spec, SP_STEP_SECCOMP,
-                   SYSCALL(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, spec->seccomp_prog, 0, 0, 0));
+                   SYSCALL(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+                           spec->seccomp_prog, 0, 0, 0));
     }
     uint64_t empty = 0;
     CHILD_CALL(spec, SP_STEP_SIGMASK,
