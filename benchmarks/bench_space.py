@@ -3,7 +3,9 @@
 Prints figures and ratios measured side by side in one run:
   * malloc_heavy (C) and umap_bench (C++ unordered_map): the time each
     program reports for its own work loop, inside the space vs natively
-    (target: ratio <= 1.05), interleaved runs, medians;
+    (target: ratio <= 1.05), interleaved runs, medians; plus a control, the
+    same program natively with brk refused (benchmarks/nobrk.c), which
+    shows what glibc's mmap-backed heap costs by itself;
   * spawn: space.run(["./hello"]) vs subprocess.run(["./hello"]), wall time
     per run (target: the space no slower), interleaved blocks, medians.
 
@@ -32,19 +34,14 @@ def reported_seconds(stdout: bytes) -> float:
     raise RuntimeError(f"no seconds= line in {stdout!r}")
 
 
-def compare_program(space: Space, exe: str, rounds: int) -> tuple[float, float, float, float]:
-    ours, native, ours_wall, native_wall = [], [], [], []
+def compare_program(space: Space, exe: str, nobrk: str, rounds: int) -> tuple[float, float, float]:
+    ours, native, control = [], [], []
     for _ in range(rounds):
-        t = time.perf_counter()
-        r = space.run([exe], capture_output=True, check=True)
-        ours_wall.append(time.perf_counter() - t)
-        ours.append(reported_seconds(r.stdout))
-        t = time.perf_counter()
-        r = subprocess.run([exe], capture_output=True, check=True)
-        native_wall.append(time.perf_counter() - t)
-        native.append(reported_seconds(r.stdout))
+        ours.append(reported_seconds(space.run([exe], capture_output=True, check=True).stdout))
+        native.append(reported_seconds(subprocess.run([exe], capture_output=True, check=True).stdout))
+        control.append(reported_seconds(subprocess.run([nobrk, exe], capture_output=True, check=True).stdout))
     med = statistics.median
-    return med(ours), med(native), med(ours_wall), med(native_wall)
+    return med(ours), med(native), med(control)
 
 
 def compare_spawn(space: Space, hello: str, spawns: int, block: int = 50) -> tuple[float, float]:
@@ -69,15 +66,16 @@ def main() -> None:
     builder = _build.Builder(os.environ.get("SAMEPROCESS_TEST_CACHE") or os.path.join(tempfile.gettempdir(), "sameprocess-bench"))
     programs = {"malloc_heavy (C)": builder("malloc_heavy.c"), "unordered_map (C++)": builder("umap_bench.cpp")}
     hello = builder("hello.c")
+    nobrk = builder(os.path.join(os.path.dirname(os.path.abspath(__file__)), "nobrk.c"))
     print(f"machine: {os.uname().machine}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     with Space() as space:
         space.run([hello], stdout=subprocess.DEVNULL)  # warm the caches on both sides
         subprocess.run([hello], stdout=subprocess.DEVNULL)
-        print(f"\n{'program':22} {'space s':>9} {'native s':>9} {'ratio':>7}   (work loop, median of {args.rounds})")
+        print(f"\n{'program':22} {'space s':>9} {'native s':>9} {'ratio':>7} {'no-brk s':>9} {'ratio':>7}"
+              f"   (work loop, median of {args.rounds})")
         for name, exe in programs.items():
-            ours, native, ours_wall, native_wall = compare_program(space, exe, args.rounds)
-            print(f"{name:22} {ours:9.3f} {native:9.3f} {ours / native:7.3f}   "
-                  f"(whole run: {ours_wall:.3f} vs {native_wall:.3f} s)")
+            ours, native, control = compare_program(space, exe, nobrk, args.rounds)
+            print(f"{name:22} {ours:9.3f} {native:9.3f} {ours / native:7.3f} {control:9.3f} {ours / control:7.3f}")
         ours, native = compare_spawn(space, hello, args.spawns)
         print(f"\n{'spawn + wait, hello':22} {'space us':>9} {'subproc':>9} {'ratio':>7}   (median of {args.spawns})")
         print(f"{'run([./hello])':22} {ours * 1e6:9.0f} {native * 1e6:9.0f} {ours / native:7.3f}")
