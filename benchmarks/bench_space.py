@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,18 +45,29 @@ def compare_program(space: Space, exe: str, nobrk: str, rounds: int) -> tuple[fl
     return med(ours), med(native), med(control)
 
 
-def compare_spawn(space: Space, hello: str, spawns: int, block: int = 50) -> tuple[float, float]:
-    ours, native = [], []
+def _cpu() -> tuple[float, float]:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def compare_spawn(space: Space, hello: str, spawns: int, block: int = 50) -> dict:
+    """Wall time per run (medians) and CPU per run: the host's and the program's."""
+    wall = {"space": [], "subprocess": []}
+    cpu = {"space": [0.0, 0.0], "subprocess": [0.0, 0.0]}
+    runs = {"space": lambda: space.run([hello], stdout=subprocess.DEVNULL),
+            "subprocess": lambda: subprocess.run([hello], stdout=subprocess.DEVNULL)}
     for _ in range(max(spawns // block, 1)):
-        for _ in range(block):
-            t = time.perf_counter()
-            space.run([hello], stdout=subprocess.DEVNULL)
-            ours.append(time.perf_counter() - t)
-        for _ in range(block):
-            t = time.perf_counter()
-            subprocess.run([hello], stdout=subprocess.DEVNULL)
-            native.append(time.perf_counter() - t)
-    return statistics.median(ours), statistics.median(native)
+        for side, run in runs.items():
+            before = _cpu()
+            for _ in range(block):
+                t = time.perf_counter()
+                run()
+                wall[side].append(time.perf_counter() - t)
+            after = _cpu()
+            cpu[side][0] += after[0] - before[0]
+            cpu[side][1] += after[1] - before[1]
+    n = len(wall["space"])
+    return {side: (statistics.median(wall[side]), cpu[side][0] / n, cpu[side][1] / n) for side in runs}
 
 
 def main() -> None:
@@ -76,9 +88,12 @@ def main() -> None:
         for name, exe in programs.items():
             ours, native, control = compare_program(space, exe, nobrk, args.rounds)
             print(f"{name:22} {ours:9.3f} {native:9.3f} {ours / native:7.3f} {control:9.3f} {ours / control:7.3f}")
-        ours, native = compare_spawn(space, hello, args.spawns)
+        spawn = compare_spawn(space, hello, args.spawns)
+        (ours, ours_host, ours_prog), (native, native_host, native_prog) = spawn["space"], spawn["subprocess"]
         print(f"\n{'spawn + wait, hello':22} {'space us':>9} {'subproc':>9} {'ratio':>7}   (median of {args.spawns})")
         print(f"{'run([./hello])':22} {ours * 1e6:9.0f} {native * 1e6:9.0f} {ours / native:7.3f}")
+        print(f"{'  host CPU per run':22} {ours_host * 1e6:9.0f} {native_host * 1e6:9.0f}")
+        print(f"{'  program CPU per run':22} {ours_prog * 1e6:9.0f} {native_prog * 1e6:9.0f}")
 
 
 if __name__ == "__main__":
