@@ -92,3 +92,29 @@ def test_non_pie_runs_when_its_range_is_free_and_fails_cleanly_when_taken(space,
     # Its range was given back at exit: it runs again at once.
     again = space.run([nonpie], input=b"\n", capture_output=True)
     assert again.returncode == 0 and again.stdout.endswith(b"bye\n")
+
+
+def test_musl_program_is_loaded_kernel_style(space, tmp_path):
+    """A non-glibc interpreter: executable and ld-musl are mapped by the host."""
+    exe = tmp_path / "hello_musl"
+    src = os.path.join(os.path.dirname(__file__), "programs", "hello_static.c")
+    subprocess.run(["musl-gcc", "-O2", "-o", str(exe), src], check=True)
+    assert b"ld-musl" in open(exe, "rb").read(4096)
+    r = space.run([str(exe), "m"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    state = kv(r.stdout)
+    assert state["argv[1]"] == "m" and int(state["at_base"], 16) != 0
+
+
+def test_kernel_style_loading_of_a_glibc_program(space, build, monkeypatch):
+    """The path used for other interpreters, run with glibc's own ld.so."""
+    from sameprocess import _spawn
+    monkeypatch.setattr(_spawn, "_is_glibc_ldso", lambda interp: False)
+    r = space.run([build("auxv.c"), "k"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    state = kv(r.stdout)
+    for check in ("phdr_matches", "entry_matches", "stack_aligned", "random_readable"):
+        assert state[check] == "1", check
+    assert state["argv[1]"] == "k" and int(state["AT_BASE"], 16) != 0
+    state, _ = run_kv(space, [build("cxx.cpp")])
+    assert state["caught"] == "boom 42"
