@@ -80,3 +80,11 @@ def test_view_rejects_unmapped_and_read_only_ranges(space):
     with pytest.raises(ValueError, match="read-only"):
         space.view(code, 16)
     assert len(space.view(code, 16, writable=False)) == 16
+
+
+def test_peek_reads_safely_and_never_faults():
+    from sameprocess import _mm
+    buf = ctypes.create_string_buffer(b"peekable")
+    assert _mm.peek(ctypes.addressof(buf), 8) == b"peekable"
+    assert _mm.peek(0x1000, 8) is None          # unmapped
+    assert _mm.peek(-1, 8) is None and _mm.peek(1 << 62, 8) is None

@@ -59,7 +59,15 @@ def zero(addr: int, length: int) -> None:
     ctypes.memset(addr, 0, length)
 
 
-_mem_fd = -1
+_mem = (-1, -1)  # (pid that opened it, fd): a forked child must not read its parent
+
+
+def _mem_fd() -> int:
+    global _mem
+    pid = os.getpid()
+    if _mem[0] != pid:
+        _mem = (pid, os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC))
+    return _mem[1]
 
 
 def peek(addr: int, length: int) -> bytes | None:
@@ -68,15 +76,12 @@ def peek(addr: int, length: int) -> bytes | None:
     A read of /proc/self/mem reports EIO instead of faulting, so structures
     written by programs (which may be corrupt) are read safely.
     """
-    global _mem_fd
     if length == 0:
         return b""
     if not 0 < addr < (1 << 63) or length < 0:
         return None
-    if _mem_fd < 0:
-        _mem_fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        data = os.pread(_mem_fd, length, addr)
+        data = os.pread(_mem_fd(), length, addr)
     except OSError:
         return None
     return data if len(data) == length else None
