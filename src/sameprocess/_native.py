@@ -84,6 +84,36 @@ _lib.sp_spawn.restype = ctypes.c_long
 _lib.sp_spawn.argtypes = [ctypes.POINTER(ChildSpec), ctypes.POINTER(ctypes.c_int32)]
 
 
+class SeccompProgram:
+    """A classic-BPF program in memory, as seccomp(SECCOMP_SET_MODE_FILTER) takes it."""
+
+    def __init__(self, code: bytes) -> None:
+        self._code = ctypes.create_string_buffer(code, len(code))
+        self._fprog = SockFprog(len(code) // 8, ctypes.addressof(self._code))
+        self.address = ctypes.addressof(self._fprog)
+
+
+def child_spec(*, entry: int, sp: int, child_stack: tuple[int, int], stdio: tuple[int, int, int], errpipe: int,
+               keep_fds: list[int], cwd: bytes | None, umask: int, pgid: int, flags: int,
+               ignore_signals: int, default_signals: int, rlimits, seccomp: SeccompProgram,
+               comm: bytes) -> ChildSpec:
+    """Fill a ChildSpec; the arrays it points to live as long as it does.
+
+    child_stack is the [low, high) range the child path runs on before it
+    jumps to `entry` with the stack pointer at `sp`.
+    """
+    spec = ChildSpec(entry=entry, initial_sp=sp, child_stack=child_stack[0],
+                     child_stack_size=child_stack[1] - child_stack[0], ignore_signals=ignore_signals,
+                     default_signals=default_signals, cwd=cwd, seccomp_prog=seccomp.address,
+                     errpipe=errpipe, umask=umask, pgid=pgid, flags=flags, comm=comm[:15])
+    spec.keep = (ctypes.c_int32 * len(keep_fds))(*keep_fds)
+    spec.keep_fds, spec.n_keep_fds = ctypes.cast(spec.keep, ctypes.POINTER(ctypes.c_int32)), len(keep_fds)
+    spec.limits = (RLimit * max(len(rlimits), 1))(*[(r, 0, soft, hard) for r, soft, hard in rlimits])
+    spec.rlimits, spec.n_rlimits = ctypes.cast(spec.limits, ctypes.POINTER(RLimit)), len(rlimits)
+    spec.stdio[:] = stdio
+    return spec
+
+
 def spawn(spec: ChildSpec) -> tuple[int, int]:
     """clone3 into this address space; returns (pid, pidfd) or raises OSError."""
     pidfd = ctypes.c_int32(-1)

@@ -77,12 +77,7 @@ class HostFacts:
         self.guard = install_guard()
         self.auxv = [(k, v) for k, v in read_host_auxv() if k not in PER_EXEC]
         self.strings = host_platform_strings()
-        prog = seccomp_program(self.guard)
-        self._filter_buf = bytes(prog)
-        import ctypes
-        self._filter_mem = ctypes.create_string_buffer(self._filter_buf, len(self._filter_buf))
-        self.fprog = _native.SockFprog(len(prog) // 8, ctypes.addressof(self._filter_mem))
-        self.fprog_addr = ctypes.addressof(self.fprog)
+        self.seccomp = _native.SeccompProgram(seccomp_program(self.guard))
         # Without CAP_SYS_ADMIN the kernel accepts a filter only after
         # PR_SET_NO_NEW_PRIVS (so setuid binaries exec'd by programs run
         # without privilege gain; see docs).
@@ -230,35 +225,21 @@ def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = 
 def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.StackArea,
            sp: int, entry: int) -> tuple[int, int]:
     """Phases 6 and 7: run the child path and learn whether it reached the entry."""
-    import ctypes
     moved: list[int] = []
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
         if err_w < 3:  # the host closed its stdio: keep the pipe clear of 0-2
             low, err_w = err_w, fcntl.fcntl(err_w, fcntl.F_DUPFD_CLOEXEC, 3)
             os.close(low)
-        c = _native.ChildSpec()
-        c.entry, c.initial_sp = entry, sp
-        c.child_stack = stack.low
-        c.child_stack_size = ((sp - CHILD_PATH_GAP) & ~15) - stack.low
-        c.ignore_signals = _signal_mask(spec.ignore_signals)
-        c.default_signals = _signal_mask(spec.default_signals)
-        keep = sorted({*spec.pass_fds, err_w})
-        keep_arr = (ctypes.c_int32 * len(keep))(*keep)
-        c.keep_fds, c.n_keep_fds = ctypes.cast(keep_arr, ctypes.POINTER(ctypes.c_int32)), len(keep)
-        c.cwd = spec.cwd
-        c.seccomp_prog = host.fprog_addr
-        rl = (_native.RLimit * max(len(spec.rlimits), 1))(*[(r, 0, s, h) for r, s, h in spec.rlimits])
-        c.rlimits, c.n_rlimits = ctypes.cast(rl, ctypes.POINTER(_native.RLimit)), len(spec.rlimits)
-        for i, fd in enumerate(spec.stdio):
-            c.stdio[i] = _move_above_stdio(fd, i, moved)
-        c.errpipe, c.umask = err_w, spec.umask
-        c.pgid = max(spec.process_group, 0)
-        c.flags = ((_native.NEW_SESSION if spec.new_session else 0)
-                   | (_native.SET_PGID if spec.process_group >= 0 else 0)
-                   | (_native.NO_NEW_PRIVS if host.need_nnp else 0))
-        c.comm = os.path.basename(target.execfn)[:15]
-        pid, pidfd = _native.spawn(c)
+        child = _native.child_spec(
+            entry=entry, sp=sp, child_stack=(stack.low, (sp - CHILD_PATH_GAP) & ~15),
+            stdio=tuple(_move_above_stdio(fd, i, moved) for i, fd in enumerate(spec.stdio)),
+            errpipe=err_w, keep_fds=sorted({*spec.pass_fds, err_w}), cwd=spec.cwd,
+            umask=spec.umask, pgid=max(spec.process_group, 0), flags=_flags(host, spec),
+            ignore_signals=_signal_mask(spec.ignore_signals),
+            default_signals=_signal_mask(spec.default_signals),
+            rlimits=spec.rlimits, seccomp=host.seccomp, comm=os.path.basename(target.execfn))
+        pid, pidfd = _native.spawn(child)
         os.close(err_w)
         err_w = -1
         record = _read_all(err_r)
@@ -268,6 +249,12 @@ def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.Stac
     if record:
         _raise_child_failure(record, pidfd, spec, target)
     return pid, pidfd
+
+
+def _flags(host: HostFacts, spec: SpawnSpec) -> int:
+    return ((_native.NEW_SESSION if spec.new_session else 0)
+            | (_native.SET_PGID if spec.process_group >= 0 else 0)
+            | (_native.NO_NEW_PRIVS if host.need_nnp else 0))
 
 
 def _signal_mask(signals: frozenset[int]) -> int:
