@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import _build
+from _kv import kv
 
 TIMEOUT = 60
 
@@ -25,14 +26,7 @@ def run(path: str, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
     return subprocess.run([path, *args], capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
 
 
-def facts(stdout: str) -> dict[str, str]:
-    """The "key=value" lines of a program's output (other lines ignored)."""
-    result = {}
-    for line in stdout.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            result[key] = value
-    return result
+facts = kv  # the "key=value" lines of a program's output (other lines ignored)
 
 
 def elf_summary(path: str) -> tuple[int, bool, int]:
