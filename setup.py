@@ -1,21 +1,54 @@
-"""Builds the native core: one C file plus the host architecture's assembly.
+"""Builds the native core and the sharing runtime.
 
-The result is a plain shared library loaded with ctypes (it has no Python
-API); it is built as an Extension only so that pip compiles and installs it
-with the package.
+_native_core: one C file plus the host architecture's assembly.
+_runtime/_sameprocess_rt: the sharing runtime (registry, shared heap,
+channels), loaded by the host and by CPython programs in a space; the same
+sources are also archived as _runtime/libsameprocess.a for C and C++
+programs to link (`sameprocess config --cflags --libs`).
+
+Both are plain shared libraries loaded with ctypes (no Python API); they are
+built as Extensions only so that pip compiles and installs them with the
+package.
 """
+import os
 import platform
+import shutil
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
+RUNTIME = "sameprocess._runtime._sameprocess_rt"
+RUNTIME_SOURCES = [f"src/sameprocess/_runtime/{name}.c"
+                   for name in ("block", "registry", "heap", "heap_repair", "cache", "channel")]
+RUNTIME_FLAGS = ["-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra"]
+
 
 class BuildNative(build_ext):
     def build_extensions(self):
         self.compiler.src_extensions.append(".S")
         super().build_extensions()
+        self.build_static_runtime()
+
+    def build_static_runtime(self):
+        """libsameprocess.a and a copy of include/ next to the runtime's
+        shared library in the build tree (what a wheel installs)."""
+        out_dir = os.path.dirname(self.get_ext_fullpath(RUNTIME))
+        objects = self.compiler.compile(RUNTIME_SOURCES, output_dir=os.path.join(self.build_temp, "static"),
+                                        include_dirs=["include"], extra_postargs=RUNTIME_FLAGS)
+        self.compiler.create_static_lib(objects, "sameprocess", output_dir=out_dir)
+        os.makedirs(os.path.join(out_dir, "include"), exist_ok=True)
+        for header in ("sameprocess.h", "sameprocess.hpp"):
+            shutil.copy(os.path.join("include", header), os.path.join(out_dir, "include", header))
+
+    def copy_extensions_to_source(self):
+        """Editable installs: the archive goes next to the sources too (the
+        headers are found in include/ of the checkout)."""
+        super().copy_extensions_to_source()
+        built = os.path.dirname(os.path.join(self.build_lib, self.get_ext_filename(RUNTIME)))
+        package_dir = self.get_finalized_command("build_py").get_package_dir("sameprocess._runtime")
+        self.copy_file(os.path.join(built, "libsameprocess.a"), os.path.join(package_dir, "libsameprocess.a"))
 
     def get_export_symbols(self, ext):
         return []  # not a Python module: no PyInit_ symbol to export
@@ -35,4 +68,11 @@ native = Extension(
     extra_compile_args=["-O2", "-fno-stack-protector", "-Wall", "-Wextra"],
 )
 
-setup(ext_modules=[native], cmdclass={"build_ext": BuildNative})
+runtime = Extension(
+    RUNTIME,
+    sources=RUNTIME_SOURCES,
+    include_dirs=["include"],
+    extra_compile_args=RUNTIME_FLAGS,
+)
+
+setup(ext_modules=[native, runtime], cmdclass={"build_ext": BuildNative})

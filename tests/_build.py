@@ -80,6 +80,10 @@ VARIANTS = {
     "origin_main": ("origin_main.c", DEFAULTS["origin_main.c"].flags),
 }
 
+# Programs that use the sharing runtime (sameprocess.h, libsameprocess.a):
+# runtime_libs() is added to their link line, like Defaults.libs.
+RUNTIME_PREFIX = "rt_"
+
 # The library sources: built by their main program, never on their own.
 LIBRARY_SOURCES = {"origin_lib.c"}
 HEADER_SUFFIXES = {".h", ".hpp"}
@@ -140,6 +144,8 @@ class Builder:
         """
         src = self._resolve(source)
         defaults = DEFAULTS.get(src.name, Defaults()) if src.parent == PROGRAMS_DIR else Defaults()
+        if src.name.startswith(RUNTIME_PREFIX):
+            defaults = Defaults(defaults.flags, defaults.libs + runtime_libs(), defaults.shared_libs)
         chosen_flags = tuple(defaults.flags if flags is None else flags)
         libs = dict(defaults.shared_libs if shared_libs is None else shared_libs)
         exe_name = name or default_name(src)
@@ -285,6 +291,28 @@ class Builder:
             raise BuildError(
                 f"compiling {what} failed (exit {proc.returncode}):\n$ {_quote(cmd)}\n{proc.stderr}{proc.stdout}"
             )
+
+
+def runtime_libs() -> tuple[str, ...]:
+    """Header path, archive and a digest of both (so the cache never serves a
+    program built against an older runtime), found without importing
+    sameprocess: the installed package's _runtime/, and include/ there or in
+    the checkout (editable install)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sameprocess")
+    if spec is None or spec.origin is None:
+        raise BuildError("sameprocess is not installed: the rt_ programs link its runtime")
+    runtime = Path(spec.origin).resolve().parent / "_runtime"
+    include = next((d for d in (runtime / "include", runtime.parents[2] / "include")
+                    if (d / "sameprocess.h").is_file()), None)
+    archive = runtime / "libsameprocess.a"
+    if include is None or not archive.is_file():
+        raise BuildError(f"the sharing runtime is not built in {runtime}: pip install -e .")
+    digest = hashlib.sha256()
+    for path in (archive, include / "sameprocess.h", include / "sameprocess.hpp"):
+        digest.update(path.read_bytes())
+    return (f"-I{include}", str(archive), "-pthread", f"-DSP_RUNTIME_DIGEST={digest.hexdigest()[:16]}")
 
 
 def _digest(path: Path) -> str:

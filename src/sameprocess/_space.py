@@ -6,7 +6,7 @@ import signal
 import subprocess
 import threading
 
-from . import _mm
+from . import _mm, _runtime
 from ._errors import SpaceError
 from ._linkmap import loaded_objects
 from ._popen import Popen
@@ -39,6 +39,7 @@ class Space:
         self._live: dict[int, tuple[Popen, Launch]] = {}
         self._live_lock = threading.Lock()
         self.extra_auxv: list[tuple[int, int]] = []
+        self._runtime: _runtime.Block | None = None
 
     # -- lifetime -----------------------------------------------------------
     def open(self) -> "Space":
@@ -51,6 +52,8 @@ class Space:
                 _host = HostFacts()
             self._host = _host
             self._vdso = _kernel_ranges()
+            self._runtime = _runtime.open_block()
+            self.extra_auxv.append((_runtime.AT_SAMEPROCESS, self._runtime.address))
             self._reaper = Reaper()
             _current = self
         return self
@@ -66,6 +69,8 @@ class Space:
             program.wait()
         self._reaper.close()
         self._reaper = None
+        self.extra_auxv.remove((_runtime.AT_SAMEPROCESS, self._runtime.address))
+        self._runtime.close()
         with _lock:
             if _current is self:
                 _current = None
@@ -128,6 +133,7 @@ class Space:
     def _on_exit(self, program: Popen, launch: Launch, returncode: int) -> None:
         """Reaper thread: give back what the loader and the program's ld.so mapped."""
         try:
+            self._runtime.program_exited(launch.pid)
             self._unmap_loaded_objects(launch)
         finally:
             launch.regions.unmap()
