@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Bootstraps (scripts/bootstrap.sh), then runs the demo.
-# TODO: switch to `.venv/bin/sameprocess demo "$@"` once the CLI has the
-# demo verb; until then this runs examples/space_demo.py.
+# Bootstraps (scripts/bootstrap.sh), then runs `sameprocess demo`: two
+# separate launches hand a std::string and an std::unordered_map over by
+# pointer, next to the same handoff through a pipe.  Arguments go to the demo
+# (see `sameprocess demo --help`).  The demo uses the default server, starting
+# it when none runs; it keeps running afterwards (`sameprocess stop`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/bootstrap.sh
-if [ -f examples/space_demo.py ]; then
-    exec .venv/bin/python examples/space_demo.py "$@"
-fi
-echo "demo: examples/space_demo.py is missing" >&2
-exit 1
+exec .venv/bin/sameprocess demo "$@"

@@ -1,0 +1,111 @@
+"""`sameprocess serve`: host a space on a Unix socket, in the foreground."""
+from __future__ import annotations
+
+import argparse
+
+from ._common import ClientError, ExitCode
+from .stop import seconds
+
+
+def register(subparsers, parents) -> None:
+    parser = subparsers.add_parser(
+        "serve", parents=parents, help="host a space on a Unix socket (foreground)",
+        description="Host a space in this process and serve launchers on a Unix socket until "
+                    "`sameprocess stop`, SIGTERM, SIGINT or SIGHUP.  The socket is created mode "
+                    "0600 in a directory only you can enter (created 0700 if missing); a stale "
+                    "socket left by a dead server is replaced, a live server is never displaced. "
+                    "Only your own uid may connect.  Logs go to stderr (or --log-file).")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every spawn, exit, hangup and kill")
+    parser.add_argument("--log-file", metavar="FILE",
+                        help="append the log to FILE instead of stderr")
+    parser.add_argument("--grace", type=seconds, default=5.0, metavar="SECONDS",
+                        help="when stopped by a signal: seconds between SIGTERM and SIGKILL "
+                             "for running programs (default: 5)")
+    parser.add_argument("--request-timeout", type=seconds, default=10.0, metavar="SECONDS",
+                        help="drop a client that has not sent a whole request after SECONDS "
+                             "(default: 10)")
+    parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import resource
+    import signal
+    import socket
+    import sys
+
+    from .. import _sockpath
+    from .._server.server import Server
+
+    where = _sockpath.resolve(args.socket)
+    _setup_logging(args.verbose, args.log_file)
+    log = logging.getLogger("sameprocess.server")
+    _sockpath.check_length(where.path)
+    _sockpath.private_directory(where.directory, create=True)
+    lock = _sockpath.open_lock(where.lock_path)
+    if not _sockpath.try_lock(lock):
+        holder = _sockpath.holder_pid(where.lock_path)
+        raise ClientError(f"a server is already running at {where.path}"
+                          + (f" (pid {holder})" if holder else ""))
+    os.ftruncate(lock, 0)
+    os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
+    state = _sockpath.probe(where.path)
+    if state == "live":
+        raise ClientError(f"something else is listening at {where.path}; not taking it over")
+    if state == "stale":
+        log.info("removing the stale socket %s", where.path)
+        os.unlink(where.path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:   # one descriptor per launcher: take all we may
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    from .. import Space
+
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: None)
+    # An ignored SIGCHLD (inherited from whoever started us) would make the
+    # kernel reap programs before the space can collect their status.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    with Space() as space:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            listener.bind(where.path)
+        finally:
+            os.umask(old)
+        os.chmod(where.path, 0o600)
+        listener.listen(socket.SOMAXCONN)
+        server = Server(space, listener, where.path, request_timeout=args.request_timeout,
+                        grace=args.grace, signal_fd=wake_r)
+        log.info("serving on %s (pid %d)", where.path, os.getpid())
+        if args.ready_fd is not None:
+            try:
+                os.write(args.ready_fd, b"ready\n")
+                os.close(args.ready_fd)
+            except OSError:
+                pass
+        server.serve()
+    signal.set_wakeup_fd(-1)
+    os.close(lock)
+    sys.stdout.flush()
+    return ExitCode.OK
+
+
+def _setup_logging(verbose: bool, log_file: str | None) -> None:
+    import logging
+    import os
+
+    if log_file:
+        fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s sameprocess[%(process)d] %(levelname)s %(message)s"))
+    root = logging.getLogger("sameprocess")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -1,0 +1,171 @@
+"""Helpers and fixtures for the server, launcher and CLI tests.
+
+Test modules import the fixtures they use by name (pytest picks them up from
+the module namespace).  Servers run as real `python -m sameprocess serve`
+processes on sockets in private temporary directories; `ready` is learned
+through --ready-fd, exits through pidfds and pipes: waits have deadlines but
+no test sleeps to "let things settle".
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SP = [sys.executable, "-m", "sameprocess"]
+TIMEOUT = 30.0
+
+
+def private_dir(base: Path, name: str = "sp") -> Path:
+    d = base / name
+    d.mkdir(mode=0o700)
+    os.chmod(d, 0o700)
+    return d
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SAMEPROCESS_SOCKET", "XDG_RUNTIME_DIR")}
+    env.update(extra)
+    return env
+
+
+def wait_readable(fd: int, timeout: float = TIMEOUT) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def wait_pid_gone(pid: int, timeout: float = TIMEOUT) -> bool:
+    """Wait for any process (not only a child) to exit, through a pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return wait_readable(fd, timeout)
+    finally:
+        os.close(fd)
+
+
+def read_line(stream, timeout: float = TIMEOUT):
+    """One line from a pipe opened in text or binary mode, with a deadline."""
+    if not wait_readable(stream.fileno(), timeout):
+        raise AssertionError(f"no output within {timeout} s")
+    return stream.readline()
+
+
+def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition"):
+    """For states the kernel changes asynchronously (a stop reaching a process)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return "gone"
+    return chr(stat[stat.rindex(b")") + 2])
+
+
+class ServerProc:
+    """A `sameprocess serve` subprocess on a socket of its own."""
+
+    def __init__(self, directory: Path, *extra: str, name: str = "s.sock") -> None:
+        self.dir = directory
+        self.path = str(directory / name)
+        self.log_path = str(directory / "server.log")
+        r, w = os.pipe()
+        self.proc = subprocess.Popen(
+            SP + ["serve", "--socket", self.path, "--log-file", self.log_path, "--verbose",
+                  "--ready-fd", str(w), *extra],
+            pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=clean_env())
+        os.close(w)
+        with os.fdopen(r, "rb") as ready:
+            if not wait_readable(ready.fileno()) or not ready.read().startswith(b"ready"):
+                self.proc.kill()
+                out, err = self.proc.communicate()
+                raise AssertionError(f"server did not start: {err.decode()} {self.log()}")
+        self.pid = self.proc.pid
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text()
+        except FileNotFoundError:
+            return ""
+
+    def fds(self) -> set[str]:
+        return set(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def cli(self, verb: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("timeout", TIMEOUT)
+        kwargs.setdefault("env", clean_env())
+        return subprocess.run(SP + [verb, "--socket", self.path, *args], **kwargs)
+
+    def run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.cli("run", "--", *args, **kwargs)
+
+    def launch(self, *args: str, **kwargs) -> subprocess.Popen:
+        """A launcher in the background (stdin/stdout pipes unless told)."""
+        kwargs.setdefault("stdin", subprocess.PIPE)
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        kwargs.setdefault("env", clean_env())
+        return subprocess.Popen(SP + ["run", "--socket", self.path, "--", *args], **kwargs)
+
+    def ps(self) -> list[dict]:
+        result = self.cli("ps", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def program_of(self, launcher_pid: int) -> dict:
+        return wait_until(lambda: next((p for p in self.ps() if p["launcher_pid"] == launcher_pid), None),
+                          what=f"the program of launcher {launcher_pid}")
+
+    def stop(self, grace: float = 1.0) -> None:
+        if self.alive():
+            self.cli("stop", "--grace", str(grace))
+        try:
+            self.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+@pytest.fixture
+def sockdir(tmp_path) -> Path:
+    return private_dir(tmp_path)
+
+
+@pytest.fixture
+def server(sockdir):
+    srv = ServerProc(sockdir, "--request-timeout", "2")
+    yield srv
+    srv.stop()
+
+
+def kill_tree_of(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
