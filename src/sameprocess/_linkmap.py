@@ -16,9 +16,10 @@ from ._elf import EHDR, PHDR, USER_TOP, PType, page_down, page_up
 R_DEBUG = struct.Struct("<i4xQQi4xQQ")  # r_version, r_map, r_brk, r_state, r_ldbase, r_next
 LINK_MAP = struct.Struct("<QQQQQ")      # l_addr, l_name, l_ld, l_next, l_prev
 MAX_OBJECTS = 4096
+PT_LOAD = int(PType.LOAD)
 
 
-def _object_span(bias: int) -> tuple[int, int] | None:
+def object_span(bias: int) -> tuple[int, int] | None:
     """[start, end) of the object whose ELF header is mapped at `bias`."""
     # Usually the program headers follow the ELF header: read both at once.
     head = _mm.peek(bias, EHDR.size + 16 * PHDR.size) or _mm.peek(bias, EHDR.size)
@@ -32,24 +33,24 @@ def _object_span(bias: int) -> tuple[int, int] | None:
         table = _mm.peek(bias + phoff, phnum * PHDR.size)
     if table is None:
         return None
-    loads = [PHDR.unpack_from(table, i * PHDR.size) for i in range(phnum)]
-    loads = [(p[3], p[6]) for p in loads if p[0] == PType.LOAD]
+    loads = [(p[3], p[3] + p[6]) for p in PHDR.iter_unpack(table) if p[0] == PT_LOAD]
     if not loads:
         return None
-    start = page_down(bias + min(v for v, _ in loads))
-    end = page_up(bias + max(v + m for v, m in loads))
+    start = page_down(bias + min(loads)[0])
+    end = page_up(bias + max(end for _, end in loads))
     if not 0 < start < end <= USER_TOP:
         return None
     return start, end
 
 
-def loaded_objects(r_debug_addr: int) -> list[tuple[int, tuple[int, int] | None]]:
-    """(bias, span) of each object on every namespace's chain.
+def link_map_biases(r_debug_addr: int) -> list[int]:
+    """The load bias of each object on every namespace's chain, in order.
 
-    The first entry is the main program (glibc always lists it first); its
-    span is None here because its ELF header need not sit at its bias.
+    The first one is the main program's (glibc always lists it first); its
+    span cannot come from object_span, since its ELF header need not sit at
+    its bias.
     """
-    out: list[tuple[int, tuple[int, int] | None]] = []
+    out: list[int] = []
     seen: set[int] = set()
     rd, hops = r_debug_addr, 0
     while rd and hops < 16:
@@ -63,7 +64,7 @@ def loaded_objects(r_debug_addr: int) -> list[tuple[int, tuple[int, int] | None]
             if entry is None:
                 break
             bias, _, _, lm, _ = LINK_MAP.unpack(entry)
-            out.append((bias, _object_span(bias) if out else None))
+            out.append(bias)
         rd = rnext if version >= 2 else 0
         hops += 1
     return out

@@ -59,15 +59,25 @@ def zero(addr: int, length: int) -> None:
     ctypes.memset(addr, 0, length)
 
 
-_mem = (-1, -1)  # (pid that opened it, fd): a forked child must not read its parent
+_mem = -1  # /proc/self/mem, opened on first use
+
+
+def _forget_mem_after_fork() -> None:
+    """The descriptor reads the mm that opened it: a forked child reopens its own."""
+    global _mem
+    if _mem >= 0:
+        os.close(_mem)
+    _mem = -1
+
+
+os.register_at_fork(after_in_child=_forget_mem_after_fork)
 
 
 def _mem_fd() -> int:
     global _mem
-    pid = os.getpid()
-    if _mem[0] != pid:
-        _mem = (pid, os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC))
-    return _mem[1]
+    if _mem < 0:
+        _mem = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+    return _mem
 
 
 def peek(addr: int, length: int) -> bytes | None:

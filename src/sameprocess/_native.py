@@ -1,7 +1,8 @@
 """ctypes binding of the native core (_native/spawn.c + arch/<machine>.S).
 
-The core is a plain shared library built with the package; ChildSpec
-mirrors struct sp_child_spec in _native/spawn.h field for field.
+The core is a plain shared library built with the package; CHILD_SPEC
+mirrors struct sp_child_spec in _native/spawn.h field for field (spawn.c
+asserts its size and offsets).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import ctypes
 import enum
 import importlib.machinery
 import os
+import struct
 
 from ._errors import SpaceError
 
@@ -33,32 +35,14 @@ class Step(enum.IntEnum):
     SIGMASK = 12
 
 
-class RLimit(ctypes.Structure):
-    _fields_ = [("resource", ctypes.c_uint32), ("pad", ctypes.c_uint32),
-                ("soft", ctypes.c_uint64), ("hard", ctypes.c_uint64)]
-
-
-class ChildSpec(ctypes.Structure):
-    _fields_ = [
-        ("entry", ctypes.c_uint64),
-        ("initial_sp", ctypes.c_uint64),
-        ("child_stack", ctypes.c_uint64),
-        ("child_stack_size", ctypes.c_uint64),
-        ("ignore_signals", ctypes.c_uint64),
-        ("default_signals", ctypes.c_uint64),
-        ("keep_fds", ctypes.POINTER(ctypes.c_int32)),
-        ("cwd", ctypes.c_char_p),
-        ("seccomp_prog", ctypes.c_void_p),
-        ("rlimits", ctypes.POINTER(RLimit)),
-        ("n_keep_fds", ctypes.c_uint32),
-        ("n_rlimits", ctypes.c_uint32),
-        ("stdio", ctypes.c_int32 * 3),
-        ("errpipe", ctypes.c_int32),
-        ("umask", ctypes.c_int32),
-        ("pgid", ctypes.c_int32),
-        ("flags", ctypes.c_uint32),
-        ("comm", ctypes.c_char * 16),
-    ]
+# struct sp_child_spec: entry, initial_sp, child_stack, child_stack_size,
+# ignore_signals, default_signals (u64); keep_fds, cwd, seccomp_prog,
+# rlimits, failure (pointers); n_keep_fds, n_rlimits (u32); stdio[3],
+# report_fd, umask, pgid (i32); flags (u32); comm[16]; padding to 8.
+CHILD_SPEC = struct.Struct("<6Q5Q2I3i3iI16s4x")
+FAILURE_AT = CHILD_SPEC.size  # the struct sp_child_error, right after the spec
+RLIMIT = struct.Struct("<I4xQQ")  # struct sp_rlimit: resource, pad, soft, hard
+_U64 = (1 << 64) - 1
 
 
 class ChildError(ctypes.Structure):
@@ -80,8 +64,9 @@ def _library_path() -> str:
 
 
 _lib = ctypes.CDLL(_library_path())
-_lib.sp_spawn.restype = ctypes.c_long
-_lib.sp_spawn.argtypes = [ctypes.POINTER(ChildSpec), ctypes.POINTER(ctypes.c_int32)]
+_sp_spawn = _lib.sp_spawn
+_sp_spawn.restype = ctypes.c_long
+_sp_spawn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 
 
 class SeccompProgram:
@@ -93,31 +78,47 @@ class SeccompProgram:
         self.address = ctypes.addressof(self._fprog)
 
 
-def child_spec(*, entry: int, sp: int, child_stack: tuple[int, int], stdio: tuple[int, int, int], errpipe: int,
+def child_spec(*, entry: int, sp: int, child_stack: tuple[int, int], stdio: tuple[int, int, int], report_fd: int,
                keep_fds: list[int], cwd: bytes | None, umask: int, pgid: int, flags: int,
                ignore_signals: int, default_signals: int, rlimits, seccomp: SeccompProgram,
-               comm: bytes) -> ChildSpec:
-    """Fill a ChildSpec; the arrays it points to live as long as it does.
+               comm: bytes) -> ctypes.Array:
+    """One buffer: the spec, the failure record, then the arrays and the
+    string the spec points to (read the record with child_failure).
 
     child_stack is the [low, high) range the child path runs on before it
-    jumps to `entry` with the stack pointer at `sp`.
+    jumps to `entry` with the stack pointer at `sp`.  The buffer must stay
+    alive until the child path is done with it (report_fd written, or the
+    child exited).
     """
-    spec = ChildSpec(entry=entry, initial_sp=sp, child_stack=child_stack[0],
-                     child_stack_size=child_stack[1] - child_stack[0], ignore_signals=ignore_signals,
-                     default_signals=default_signals, cwd=cwd, seccomp_prog=seccomp.address,
-                     errpipe=errpipe, umask=umask, pgid=pgid, flags=flags, comm=comm[:15])
-    spec.keep = (ctypes.c_int32 * len(keep_fds))(*keep_fds)
-    spec.keep_fds, spec.n_keep_fds = ctypes.cast(spec.keep, ctypes.POINTER(ctypes.c_int32)), len(keep_fds)
-    spec.limits = (RLimit * max(len(rlimits), 1))(*[(r, 0, soft, hard) for r, soft, hard in rlimits])
-    spec.rlimits, spec.n_rlimits = ctypes.cast(spec.limits, ctypes.POINTER(RLimit)), len(rlimits)
-    spec.stdio[:] = stdio
-    return spec
+    n_keep, n_limits = len(keep_fds), len(rlimits)
+    fds_at = FAILURE_AT + ctypes.sizeof(ChildError)
+    limits_at = fds_at + ((4 * n_keep + 7) & ~7)
+    cwd_at = limits_at + RLIMIT.size * n_limits
+    buf = ctypes.create_string_buffer(cwd_at + (len(cwd) + 1 if cwd is not None else 0))
+    base = ctypes.addressof(buf)
+    CHILD_SPEC.pack_into(
+        buf, 0, entry, sp, child_stack[0], child_stack[1] - child_stack[0], ignore_signals,
+        default_signals, base + fds_at if n_keep else 0, base + cwd_at if cwd is not None else 0,
+        seccomp.address, base + limits_at if n_limits else 0, base + FAILURE_AT, n_keep, n_limits,
+        *stdio, report_fd, umask, pgid, flags, comm[:15])
+    struct.pack_into(f"<{n_keep}i", buf, fds_at, *keep_fds)
+    for i, (resource, soft, hard) in enumerate(rlimits):
+        # resource's RLIM_INFINITY is -1; the kernel's is all ones (u64)
+        RLIMIT.pack_into(buf, limits_at + RLIMIT.size * i, resource, soft & _U64, hard & _U64)
+    if cwd is not None:
+        buf[cwd_at:cwd_at + len(cwd)] = cwd  # the buffer is zeroed: NUL-terminated
+    return buf
 
 
-def spawn(spec: ChildSpec) -> tuple[int, int]:
+def child_failure(spec: ctypes.Array) -> ChildError:
+    """What the child path stored on failure (step 0: it did not fail)."""
+    return ChildError.from_buffer_copy(spec, FAILURE_AT)
+
+
+def spawn(spec: ctypes.Array) -> tuple[int, int]:
     """clone3 into this address space; returns (pid, pidfd) or raises OSError."""
     pidfd = ctypes.c_int32(-1)
-    pid = _lib.sp_spawn(ctypes.byref(spec), ctypes.byref(pidfd))
+    pid = _sp_spawn(ctypes.addressof(spec), ctypes.addressof(pidfd))
     if pid < 0:
         raise OSError(-pid, f"clone3: {os.strerror(-pid)}")
     return pid, pidfd.value

@@ -131,7 +131,7 @@ class Popen(subprocess.Popen):
 
 def _environment_block(env) -> list[bytes]:
     if env is None:  # os.environ's own bytes, already valid (os.environ._data)
-        return [key + b"=" + value for key, value in os.environ._data.items()]
+        return list(map(b"=".join, os.environ._data.items()))
     block = []
     for key, value in ((os.fsencode(k), os.fsencode(v)) for k, v in env.items()):
         if b"=" in key or not key:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from itertools import accumulate, chain, repeat
+from operator import add
 
 from ._auxv import AT
 
@@ -33,30 +35,25 @@ def build(top: int, argv: list[bytes], envp: list[bytes], execfn: bytes,
     `random16` and AT_EXECFN at `execfn`.  Pure: the result is returned,
     not written.
     """
-    # The string area, in ascending address order.
-    blobs = ([random16] + [value + b"\0" for value in strings.values()]
-             + [arg + b"\0" for arg in argv] + [var + b"\0" for var in envp]
-             + [execfn + b"\0", b"\0" * WORD])
-    area = b"".join(blobs)
-    addresses, cursor = [], top - len(area)
-    for blob in blobs:
-        addresses.append(cursor)
-        cursor += len(blob)
+    # The string area, in ascending address order: random16, then each
+    # string NUL-terminated, then the end marker.
+    texts = [*strings.values(), *argv, *envp, execfn]
+    area = b"".join((random16, b"\0".join(texts), b"\0", b"\0" * WORD))
+    strings_base = top - len(area)
+    first = strings_base + len(random16)
+    # Address of each string: the first one, then one past each NUL
+    # (len + 1 summed up, without a Python-level loop).
+    addresses = list(accumulate(map(add, map(len, texts[:-1]), repeat(1)), initial=first))
     n_str, n_arg = len(strings), len(argv)
-    arg_addrs = addresses[1 + n_str:1 + n_str + n_arg]
-    env_addrs = addresses[1 + n_str + n_arg:-2]
+    arg_addrs = addresses[n_str:n_str + n_arg]
+    env_addrs = addresses[n_str + n_arg:-1]
 
-    table = [n_arg, *arg_addrs, 0, *env_addrs, 0]
-    for key, value in auxv:
-        table += (int(key), value)
-    table += (AT.RANDOM, addresses[0], AT.EXECFN, addresses[-2])
-    for key, addr in zip(strings, addresses[1:1 + n_str]):
-        table += (int(key), addr)
-    table += (AT.NULL, 0)
+    table = [n_arg, *arg_addrs, 0, *env_addrs, 0, *chain.from_iterable(auxv),
+             AT.RANDOM, strings_base, AT.EXECFN, addresses[-1],
+             *chain.from_iterable(zip(strings, addresses)), AT.NULL, 0]
 
     # argc must sit 16-byte aligned: pad between the table and the strings.
-    strings_base = top - len(area)
     sp = (strings_base - len(table) * WORD) & ~15
     pad = strings_base - sp - len(table) * WORD
-    data = struct.pack(f"<{len(table)}Q", *table) + b"\0" * pad + area
+    data = b"".join((struct.pack(f"<{len(table)}Q", *table), b"\0" * pad, area))
     return InitialStack(sp=sp, data=data)

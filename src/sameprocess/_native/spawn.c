@@ -5,8 +5,11 @@
  *    errno, no locks, no allocation.  Only sp_syscall() and stack locals.
  *  - It runs on the low part of the program's own stack mapping, below the
  *    initial stack image the host already wrote, and never touches that image.
- *  - A failure is reported as data (struct sp_child_error on errpipe), then
- *    the child exits with status 127; the host turns the record into OSError.
+ *  - A failure is reported as data (struct sp_child_error in spec->failure,
+ *    shared memory), then the child exits with status 127: the host sees the
+ *    pidfd readable and turns the record into OSError.  Success is one write
+ *    to the report eventfd, whose wakeup (unlike a pipe's close) does not
+ *    ask the scheduler to run the host on the child's CPU.
  *  - All signals stay blocked (the parent blocked them around clone3) until
  *    dispositions are reset; the mask is cleared last, just before entry.
  */
@@ -34,6 +37,13 @@
 #define SECCOMP_FILTER_FLAG_SPEC_ALLOW (1UL << 2)
 #define KERNEL_SIGSET_SIZE 8
 
+/* _native.py packs the spec with struct.Struct("<6Q5Q2I3i3iI16s4x"). */
+_Static_assert(sizeof(struct sp_child_spec) == 144, "CHILD_SPEC in _native.py");
+_Static_assert(offsetof(struct sp_child_spec, n_keep_fds) == 88, "CHILD_SPEC in _native.py");
+_Static_assert(offsetof(struct sp_child_spec, stdio) == 96, "CHILD_SPEC in _native.py");
+_Static_assert(offsetof(struct sp_child_spec, comm) == 124, "CHILD_SPEC in _native.py");
+_Static_assert(sizeof(struct sp_rlimit) == 24, "RLIMIT in _native.py");
+
 /* The kernel's struct sigaction layout (not libc's). */
 struct kernel_sigaction {
     unsigned long handler;
@@ -56,8 +66,8 @@ struct kernel_sigaction {
 __attribute__((noreturn)) static void child_fail(const struct sp_child_spec *spec,
                                                  int32_t step, int32_t err)
 {
-    struct sp_child_error rec = {step, err};
-    SYSCALL(SYS_write, spec->errpipe, &rec, sizeof rec, 0, 0, 0);
+    spec->failure->step = step;
+    spec->failure->err = err;
     for (;;)
         SYSCALL(SYS_exit_group, 127, 0, 0, 0, 0, 0);
 }
@@ -136,10 +146,12 @@ __attribute__((noreturn)) static void child_main(void *arg)
     uint64_t empty = 0;
     CHILD_CALL(spec, SP_STEP_SIGMASK,
                SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, KERNEL_SIGSET_SIZE, 0, 0));
-    /* Closing the error pipe is the success signal: the host reads EOF and
-     * may free the spec at once, so nothing may read it after the close. */
-    uint64_t entry = spec->entry, initial_sp = spec->initial_sp;
-    SYSCALL(SYS_close, spec->errpipe, 0, 0, 0, 0, 0);
+    /* The report is the success signal: the host may free the spec at once,
+     * so nothing may read it after the write. */
+    uint64_t entry = spec->entry, initial_sp = spec->initial_sp, one = 1;
+    int32_t report_fd = spec->report_fd;
+    SYSCALL(SYS_write, report_fd, &one, sizeof one, 0, 0, 0);
+    SYSCALL(SYS_close, report_fd, 0, 0, 0, 0, 0);
     sp_enter(entry, initial_sp);
 }
 

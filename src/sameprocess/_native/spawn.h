@@ -4,7 +4,7 @@
  * Everything fallible that can be done in Python (path lookup, ELF parsing,
  * mapping, building the initial stack) is done before this is called; the
  * spec only carries what the child path must do between clone3 and the jump
- * to the program's entry point.  The layout is mirrored by ChildSpec in
+ * to the program's entry point.  The layout is mirrored by CHILD_SPEC in
  * _native.py: keep the two in step.
  */
 #ifndef SAMEPROCESS_SPAWN_H
@@ -33,6 +33,12 @@ enum sp_step {
     SP_STEP_SIGMASK,
 };
 
+/* What the child stores in spec->failure when a step fails. */
+struct sp_child_error {
+    int32_t step;
+    int32_t err;
+};
+
 struct sp_rlimit {
     uint32_t resource;
     uint32_t pad;
@@ -51,21 +57,17 @@ struct sp_child_spec {
     const char *cwd;            /* NULL: keep the host's */
     const void *seccomp_prog;   /* struct sock_fprog *, NULL: no filter */
     const struct sp_rlimit *rlimits;
+    struct sp_child_error *failure; /* filled in when a step fails, before exit(127) */
     uint32_t n_keep_fds;
     uint32_t n_rlimits;
     int32_t stdio[3];           /* dup3 onto 0, 1, 2; -1 or equal to the target: keep */
-    int32_t errpipe;            /* write end for a failure record; closed last */
+    int32_t report_fd;          /* eventfd: written once all steps succeeded, then closed */
     int32_t umask;              /* -1: keep */
     int32_t pgid;               /* with SP_SET_PGID */
     uint32_t flags;
     char comm[16];              /* PR_SET_NAME, NUL-terminated */
 };
 
-/* What the child writes to errpipe when a step fails. */
-struct sp_child_error {
-    int32_t step;
-    int32_t err;
-};
 
 /* Returns the new PID and stores a pidfd, or returns -errno. */
 long sp_spawn(const struct sp_child_spec *spec, int32_t *pidfd_out);

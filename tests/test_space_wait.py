@@ -1,0 +1,104 @@
+"""Waiting and starting, interrupted or concurrent: every program is still
+reaped by the reaper thread, and a spawn interrupted after its clone leaves
+no process behind."""
+import os
+import signal
+import subprocess
+import threading
+
+import pytest
+
+
+def test_two_threads_waiting_for_one_program(space, build):
+    p = space.Popen([build("sleeper.c")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    codes, started = [], threading.Barrier(3, timeout=30)
+
+    def waiter():
+        started.wait()
+        codes.append(p.wait(timeout=60))
+
+    threads = [threading.Thread(target=waiter) for _ in range(2)]
+    for t in threads:
+        t.start()
+    started.wait()
+    p.kill()
+    for t in threads:
+        t.join(timeout=60)
+    assert codes == [-signal.SIGKILL] * 2
+    p.stdin.close()
+    p.stdout.close()
+
+
+def test_a_timed_out_wait_leaves_the_program_to_the_reaper(space, build):
+    p = space.Popen([build("sleeper.c")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    with pytest.raises(subprocess.TimeoutExpired):
+        p.wait(timeout=0.01)
+    exited = threading.Event()
+    p.add_exit_callback(lambda _p: exited.set())
+    p.stdin.close()  # the sleeper exits at EOF; nobody waits: the reaper reaps it
+    assert exited.wait(timeout=60)
+    assert p.returncode == 0 and p.pidfd == -1
+    p.stdout.close()
+
+
+def test_an_interrupted_wait_leaves_the_program_to_the_reaper(space, build):
+    """An exception in the waiting thread (here from a signal handler) must
+    not leave its program unwatched: the reaper thread still reaps it."""
+    p = space.Popen([build("sleeper.c")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGUSR1, interrupt)
+    # The sleeper cannot exit before its stdin closes, so the signal lands
+    # while the main thread waits (or before: then the wait never starts).
+    timer = threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR1))
+    try:
+        with pytest.raises(Interrupted):
+            timer.start()
+            p.wait()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, old)
+    exited = threading.Event()
+    p.add_exit_callback(lambda _p: exited.set())
+    p.stdin.close()
+    assert exited.wait(timeout=60)
+    assert p.returncode == 0
+    p.stdout.close()
+
+
+def _children():
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as f:
+            out += f.read().split()
+    return out
+
+
+def test_an_exception_while_the_child_starts_leaves_no_process(space, build, monkeypatch):
+    """Interrupted between clone and the child's report (a KeyboardInterrupt,
+    say), the spawn kills and reaps the child before unmapping its stack."""
+    from sameprocess import _spawn
+    hello = build("hello.c")
+    space.run([hello], stdout=subprocess.DEVNULL)  # warm up
+    before = _children()
+
+    class Interrupted(BaseException):
+        pass
+
+    def interrupted(report, pidfd):
+        raise Interrupted
+
+    monkeypatch.setattr(_spawn, "_wait_for_report", interrupted)
+    with pytest.raises(Interrupted):
+        space.Popen([hello], stdout=subprocess.DEVNULL)
+    assert _children() == before and space.programs() == []
+    monkeypatch.undo()
+    assert space.run([hello], stdout=subprocess.DEVNULL).returncode == 0
