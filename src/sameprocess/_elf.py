@@ -38,6 +38,15 @@ class PType(enum.IntEnum):
     PHDR = 6
     TLS = 7
     GNU_STACK = 0x6474E551
+    GNU_RELRO = 0x6474E552
+
+
+# Headers that ld.so and libc use as addresses in the image: they read the
+# dynamic section, the headers and the TLS image there, and mprotect the
+# RELRO range.  In a shared space an address outside the image is the host's
+# or another program's memory, so each must lie inside the load span.  Only
+# the TLS image's file part is ever read (Go links a bss-only PT_TLS at 0).
+IN_IMAGE = (PType.DYNAMIC, PType.PHDR, PType.TLS, PType.GNU_RELRO)
 
 
 class PFlag(enum.IntFlag):
@@ -152,6 +161,7 @@ def _program_headers(path, fd, file_size, etype, entry, phoff, phnum, table) -> 
     interp = None
     stack_exec = False
     phdr_vaddr = None
+    placed = []
     for i in range(phnum):
         ptype, flags, offset, vaddr, _, filesz, memsz, align = PHDR.unpack_from(table, i * PHDR.size)
         if ptype == PType.LOAD:
@@ -163,6 +173,10 @@ def _program_headers(path, fd, file_size, etype, entry, phoff, phnum, table) -> 
             stack_exec = bool(flags & PFlag.X)
         elif ptype == PType.PHDR:
             phdr_vaddr = vaddr
+        if ptype in IN_IMAGE:
+            size = filesz if ptype == PType.TLS else memsz
+            if ptype != PType.TLS or size:
+                placed.append((PType(ptype), vaddr, size))
     _fail_if(not loads, path, "no PT_LOAD segment")
     for prev, seg in zip(loads, loads[1:]):
         _fail_if(seg.vaddr < prev.vaddr + prev.memsz, path,
@@ -171,6 +185,9 @@ def _program_headers(path, fd, file_size, etype, entry, phoff, phnum, table) -> 
     _fail_if(end - start > MAX_SPAN, path, f"load span {end - start:#x} is too large")
     _fail_if(etype == EType.EXEC and start < PAGE, path, "ET_EXEC segments start at address 0")
     _fail_if(not start <= entry < end, path, f"entry point {entry:#x} outside the loaded segments")
+    for ptype, vaddr, size in placed:
+        _fail_if(not (start <= vaddr and size <= end - vaddr), path,
+                 f"PT_{ptype.name} at {vaddr:#x}+{size:#x} is outside the loaded segments")
     if phdr_vaddr is None:
         phdr_vaddr = _phdr_from_loads(path, loads, phoff, phnum)
     return ElfImage(path=path, etype=etype, entry=entry, phoff=phoff, phnum=phnum,
@@ -246,7 +263,10 @@ def open_image(path: str) -> tuple[int, ElfImage]:
     is parsed again and the image always describes the bytes behind fd.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO (say, named by a PT_INTERP) would block the open
+        # until a writer came; this way it opens and is refused below as not
+        # a regular file.  O_NOCTTY: a terminal named so never becomes ours.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as e:
         raise ExecError(e.errno or errno.ENOEXEC, f"cannot open: {e.strerror}", path) from None
     try:

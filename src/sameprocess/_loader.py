@@ -17,7 +17,12 @@ from . import _mm
 from ._elf import PAGE, ElfImage, EType, page_down, page_up
 from ._errors import ExecError
 
-STACK_GUARD = 64 * 1024
+# Below each stack, PROT_NONE.  Natively nothing is mapped within 128 MiB
+# below a stack (the kernel's minimum gap under mmap_base), so a frame that
+# jumps past the stack limit without probing (a huge local array) faults.
+# Here the next mapping down may be another program's stack or heap: the
+# guard keeps that distance.  Untouched reserved space costs no memory.
+STACK_GUARD = 128 * 2**20
 
 
 @dataclass
@@ -52,6 +57,44 @@ class LoadedImage:
         return self.bias + self.image.phdr_vaddr
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What mapping an image takes, relative to its load bias: computed once
+    per parsed image, since it depends on nothing else."""
+
+    span_start: int
+    size: int
+    align: int
+    # Per PT_LOAD, in order: (start, file_len, prot, file_offset, file_end,
+    # zero_len, anon_start, anon_len).  file_len 0: no file data; zero_len:
+    # bytes after the file data to clear in its last page; anon_len: bss
+    # pages mapped anonymous.
+    steps: tuple[tuple[int, int, int, int, int, int, int, int], ...]
+
+
+_layouts: dict[int, tuple[ElfImage, Layout]] = {}
+
+
+def layout(image: ElfImage) -> Layout:
+    cached = _layouts.get(id(image))
+    if cached is not None and cached[0] is image:
+        return cached[1]
+    steps = []
+    for seg in image.loads:
+        start, file_end = page_down(seg.vaddr), seg.vaddr + seg.filesz
+        anon_start = page_up(file_end) if seg.filesz else start
+        has_bss = seg.memsz > seg.filesz
+        zero_len = anon_start - file_end if (has_bss and seg.filesz) else 0
+        anon_len = max(page_up(seg.vaddr + seg.memsz) - anon_start, 0) if has_bss else 0
+        steps.append((start, (file_end - start) if seg.filesz else 0, seg.prot, page_down(seg.offset),
+                      file_end, zero_len, anon_start, anon_len))
+    result = Layout(image.span_start, image.span_end - image.span_start, image.max_align, tuple(steps))
+    if len(_layouts) > 256:
+        _layouts.clear()
+    _layouts[id(image)] = (image, result)  # the image is kept, so its id is not reused
+    return result
+
+
 def reserve(image: ElfImage, regions: Regions, below: int = 0) -> int:
     """Reserve the image's span (PROT_NONE), plus `below` bytes under it for
     the stack, as one region (one munmap later); returns the load bias.
@@ -59,7 +102,8 @@ def reserve(image: ElfImage, regions: Regions, below: int = 0) -> int:
     ET_EXEC must land at its link addresses: MAP_FIXED_NOREPLACE makes a
     taken range a clear error instead of clobbering what is there.
     """
-    size = image.span_end - image.span_start
+    shape = layout(image)
+    size = shape.size
     flags = _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_NORESERVE
     if image.etype == EType.EXEC:
         try:
@@ -72,7 +116,7 @@ def reserve(image: ElfImage, regions: Regions, below: int = 0) -> int:
             raise ExecError(errno.EEXIST, "MAP_FIXED_NOREPLACE is not supported", image.path)
         regions.add(addr, addr + size)
         return 0
-    align = image.max_align
+    align = shape.align
     slack = align if align > PAGE else 0
     raw = _mm.mmap(0, below + size + slack, _mm.PROT_NONE, flags)
     start = (raw + below + align - 1) & ~(align - 1)
@@ -82,40 +126,37 @@ def reserve(image: ElfImage, regions: Regions, below: int = 0) -> int:
     if raw + below + size + slack > start + size:
         _mm.munmap(start + size, raw + below + size + slack - (start + size))
     regions.add(start - below, start + size)
-    return start - image.span_start
+    return start - shape.span_start
 
 
 def map_segments(image: ElfImage, fd: int, bias: int) -> LoadedImage:
-    """Overlay each PT_LOAD onto the reservation made by reserve()."""
-    for seg in image.loads:
-        prot = seg.prot
-        start = page_down(bias + seg.vaddr)
-        file_end = bias + seg.vaddr + seg.filesz
-        mem_end = page_up(bias + seg.vaddr + seg.memsz)
-        if seg.filesz:
-            _mm.mmap(start, file_end - start, prot, _mm.MAP_PRIVATE | _mm.MAP_FIXED, fd,
-                     page_down(seg.offset))
-        if seg.memsz > seg.filesz:
-            _zero_bss(start, file_end, mem_end, prot, bool(seg.filesz))
+    """Overlay each PT_LOAD onto the reservation made by reserve().
+
+    bias is page-aligned, so page_down(bias + x) == bias + page_down(x) and
+    the layout's offsets only need the bias added.
+    """
+    file_flags = _mm.MAP_PRIVATE | _mm.MAP_FIXED
+    for start, file_len, prot, offset, file_end, zero_len, anon_start, anon_len in layout(image).steps:
+        if file_len:
+            _mm.mmap(bias + start, file_len, prot, file_flags, fd, offset)
+        if zero_len:
+            _zero_tail(bias + file_end, zero_len, prot)
+        if anon_len:
+            _mm.mmap(bias + anon_start, anon_len, prot, file_flags | _mm.MAP_ANONYMOUS)
     return LoadedImage(image, bias)
 
 
-def _zero_bss(start: int, file_end: int, mem_end: int, prot: int, has_file: bool) -> None:
-    """Zero from the end of file data to the end of its page, then map the rest.
+def _zero_tail(file_end: int, length: int, prot: int) -> None:
+    """Zero from the end of file data to the end of its page.
 
     The file mapping's last page holds bytes past p_filesz that must read as
     zero; a read-only segment is made writable just for that.
     """
-    anon_start = page_up(file_end) if has_file else start
-    if has_file and file_end < anon_start:
-        if not prot & _mm.PROT_WRITE:
-            _mm.mprotect(page_down(file_end), PAGE, prot | _mm.PROT_WRITE)
-        _mm.zero(file_end, anon_start - file_end)
-        if not prot & _mm.PROT_WRITE:
-            _mm.mprotect(page_down(file_end), PAGE, prot)
-    if mem_end > anon_start:
-        _mm.mmap(anon_start, mem_end - anon_start, prot,
-                 _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_FIXED)
+    if not prot & _mm.PROT_WRITE:
+        _mm.mprotect(page_down(file_end), PAGE, prot | _mm.PROT_WRITE)
+    _mm.zero(file_end, length)
+    if not prot & _mm.PROT_WRITE:
+        _mm.mprotect(page_down(file_end), PAGE, prot)
 
 
 def load_image(image: ElfImage, fd: int, regions: Regions, below: int = 0) -> LoadedImage:
