@@ -40,6 +40,7 @@ SAMPLES = [
                 P.ProgramInfo(11, None, "T", 0.0, [b"x"])], truncated=True),
     P.Killed([(10, 0), (99, errno.ESRCH)]),
     P.Stopped(3),
+    P.LauncherWarning("/usr/bin/x is set-user-ID; it runs with your rights"),
 ]
 
 
@@ -67,7 +68,7 @@ def test_trailing_bytes_are_a_protocol_error(message):
 
 @pytest.mark.parametrize("data, words", [
     (frame(1, magic=b"HTTP"), "bad magic"),
-    (frame(2, version=2), "unsupported protocol version 2"),
+    (frame(2, version=P.VERSION + 1), f"unsupported protocol version {P.VERSION + 1}"),
     (frame(0x7f), "unknown message type"),
     (frame(2, flags=1), "reserved flags"),
     (frame(1, length=1 << 30), "exceeds the limit"),

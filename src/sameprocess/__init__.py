@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Space": "_space", "current_space": "_space",
     "Popen": "_popen",
-    "ExecError": "_errors", "SpaceError": "_errors",
+    "ExecError": "_errors", "SpaceError": "_errors", "SetuidIgnoredWarning": "_errors",
     "publish": "_sharing", "lookup": "_sharing", "wait_for": "_sharing", "unpublish": "_sharing",
     "alloc": "_sharing", "free": "_sharing", "Channel": "_sharing", "SharedBuffer": "_sharing",
     "in_space": "_sharing",

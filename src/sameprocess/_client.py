@@ -31,7 +31,7 @@ import sys
 from . import _sockpath
 from ._server.framing import FrameReader, PeerClosed, close_fds, send_frame
 from ._server.protocol import (
-    RLIM_INFINITY, Error, Exited, Message, MsgType, ProtocolError, Spawn, Started,
+    RLIM_INFINITY, Error, Exited, LauncherWarning, Message, MsgType, ProtocolError, Spawn, Started,
     check_exec_sizes,
 )
 from ._sockpath import SocketPath, SocketPathError
@@ -159,7 +159,7 @@ def _last_line(path: str) -> str:
 def request(path: str, message: Message, expect: MsgType) -> Message:
     """Send a request, return the reply of type `expect` (an ERROR is a ClientError)."""
     with connect(path) as sock:
-        send_frame(sock, message)
+        send_request(sock, message, (), ExitCode.FAILURE)
         reader = FrameReader(frozenset({expect, MsgType.ERROR}))
         try:
             while True:
@@ -175,6 +175,28 @@ def request(path: str, message: Message, expect: MsgType) -> Message:
     if isinstance(reply, Error):
         raise ClientError(reply.message)
     return reply
+
+
+def send_request(sock: socket.socket, message: Message, fds, code: int) -> None:
+    """Send a request; a server that refused us before reading it has said why: raise that."""
+    try:
+        send_frame(sock, message, fds)
+    except OSError as e:
+        answer = _answer_before_close(sock)
+        raise ClientError(answer or f"cannot send the request to the server: {e.strerror}", code) from None
+
+
+def _answer_before_close(sock: socket.socket) -> str | None:
+    """The ERROR a server wrote before closing the connection, if it is there to read."""
+    reader = FrameReader(frozenset({MsgType.ERROR}))
+    sock.setblocking(False)
+    try:
+        while (got := reader.receive(sock)) is None:
+            pass
+    except (OSError, PeerClosed, ProtocolError):
+        return None
+    close_fds(got[1])
+    return got[0].message
 
 
 # -- the launcher ---------------------------------------------------------------------
@@ -263,13 +285,9 @@ class Launcher:
         spawn = Spawn(self.argv, env, cwd, current_umask(), ignored, current_rlimits())
         try:
             sock = connect_or_start(self.where)
-        except NoServer as e:
+        except ClientError as e:    # no server, or one we must not use: the program never ran
             raise ClientError(str(e), ExitCode.LAUNCH_FAILED) from None
-        try:
-            send_frame(sock, spawn, [0, 1, 2])
-        except OSError as e:
-            raise ClientError(f"cannot send the request to the server: {e.strerror}",
-                              ExitCode.LAUNCH_FAILED) from None
+        send_request(sock, spawn, [0, 1, 2], ExitCode.LAUNCH_FAILED)
         return self._wait(sock, wake_r)
 
     # -- the wait loop ----------------------------------------------------------------
@@ -278,7 +296,7 @@ class Launcher:
         sel = selectors.DefaultSelector()
         sel.register(sock, selectors.EVENT_READ, "server")
         sel.register(wake_r, selectors.EVENT_READ, "signals")
-        reader = FrameReader(frozenset({MsgType.STARTED, MsgType.EXITED, MsgType.ERROR}))
+        reader = FrameReader(frozenset({MsgType.STARTED, MsgType.EXITED, MsgType.ERROR, MsgType.WARNING}))
         program_exited = False
         while True:
             for key, _ in sel.select():
@@ -310,7 +328,9 @@ class Launcher:
                     if got is None:
                         continue
                     message, fds = got
-                    if isinstance(message, Started):
+                    if isinstance(message, LauncherWarning):
+                        _warn(message.message, prefix="sameprocess: warning")
+                    elif isinstance(message, Started):
                         self.pid, self.pidfd = message.pid, fds[0]
                         reader.accept = frozenset({MsgType.EXITED})
                         sel.register(self.pidfd, selectors.EVENT_READ, "program")

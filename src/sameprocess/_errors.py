@@ -17,5 +17,18 @@ class SpaceError(RuntimeError):
     """The space is not in a state that allows the operation."""
 
 
+class SetuidIgnoredWarning(UserWarning):
+    """A set-user-ID or set-group-ID file was started with the caller's rights.
+
+    Programs of a space share the host's memory, so they cannot take on
+    another identity; the bit is ignored (see docs/threat-model.md).
+    `filename` is the file exec'd.
+    """
+
+    def __init__(self, message: str, filename: str):
+        super().__init__(message)
+        self.filename = filename
+
+
 def noexec(path: str, reason: str) -> ExecError:
     return ExecError(_errno.ENOEXEC, reason, path)

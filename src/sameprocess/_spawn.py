@@ -11,8 +11,9 @@ The phases, in order (docs/architecture.md draws them):
   5. stack     argv, envp and auxv written as one image              _stack
   6. clone     into the child path, which sets up fds, signals, cwd,
                session, then jumps to the entry point                _native
-  7. confirm   EOF on the error pipe means the child reached the entry;
-               a record means it failed: reap it, unmap, raise.
+  7. confirm   the report eventfd readable means the child reached the
+               entry; its pidfd readable with a failure record means a
+               step failed: reap it, unmap, raise.
 Any failure unmaps exactly what was mapped (Regions) and leaves no process.
 """
 from __future__ import annotations
@@ -21,6 +22,11 @@ import errno
 import fcntl
 import os
 import resource
+import select
+import signal
+import stat
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,7 +34,7 @@ from . import _elf, _loader, _mm, _native, _stack
 from ._auxv import AT, PER_EXEC, host_platform_strings, read_host_auxv
 from ._brk import install_guard, seccomp_program
 from ._elf import ElfImage, EType
-from ._errors import ExecError
+from ._errors import ExecError, SetuidIgnoredWarning
 from ._resolve import Target, resolve
 
 MAX_ARG_STRLEN = 32 * 4096
@@ -36,10 +42,10 @@ ARG_MAX = 32 * 4096
 STK_LIM = 8 << 20
 CHILD_PATH_GAP = 256   # bytes left between the stack image and the child path's stack
 # Python ignores these itself; subprocess's restore_signals=True undoes that.
-PYTHON_IGNORED = {13, 25}  # SIGPIPE, SIGXFSZ
+PYTHON_IGNORED = frozenset({13, 25})  # SIGPIPE, SIGXFSZ
 
 
-@dataclass
+@dataclass(slots=True)
 class SpawnSpec:
     """Everything Popen decided, in the form the loader needs."""
 
@@ -92,9 +98,10 @@ def _has_cap_sys_admin() -> bool:
     return False
 
 
-def check_arg_sizes(argv: list[bytes], envp: list[bytes]) -> None:
-    """Refuse with E2BIG what the kernel's execve would refuse."""
-    soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+def check_arg_sizes(argv: list[bytes], envp: list[bytes], soft: int | None = None) -> None:
+    """Refuse with E2BIG what the kernel's execve would refuse (soft: RLIMIT_STACK's)."""
+    if soft is None:
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
     limit = STK_LIM // 4 * 3
     if soft != resource.RLIM_INFINITY:
         limit = min(limit, soft // 4)
@@ -107,8 +114,45 @@ def check_arg_sizes(argv: list[bytes], envp: list[bytes]) -> None:
         raise OSError(errno.E2BIG, os.strerror(errno.E2BIG) + f" ({total} bytes of arguments and environment)")
 
 
-def stack_size() -> int:
-    soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+def ignored_setid(fd: int) -> str:
+    """The set-ID bits of the open file that execve would have honoured ('' if none).
+
+    As the kernel (fs/exec.c): S_ISUID always, S_ISGID only with group
+    execute, neither on a nosuid mount.  A bit naming the caller's own uid
+    or gid changes nothing.  Programs of a space always keep the host's
+    credentials, so the caller is warned about what it did not get.
+    """
+    st = os.fstat(fd)
+    bits = []
+    if (st.st_mode & stat.S_ISUID) and st.st_uid != os.geteuid():
+        bits.append("set-user-ID")
+    setgid = stat.S_ISGID | stat.S_IXGRP
+    if (st.st_mode & setgid) == setgid and st.st_gid != os.getegid():
+        bits.append("set-group-ID")
+    if not bits or (os.fstatvfs(fd).f_flag & os.ST_NOSUID):
+        return ""
+    return " and ".join(bits)
+
+
+def _warn_setid(path: str, bits: str) -> None:
+    """Warn before anything is mapped, so that a warning filter of "error" stops the spawn."""
+    if bits:
+        warnings.warn(SetuidIgnoredWarning(f"{path} is {bits}; it runs with your rights", path),
+                      stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The stacklevel of the first frame outside this package and subprocess."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
+            "sameprocess", "subprocess"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def stack_size(soft: int | None = None) -> int:
+    if soft is None:
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
     if soft == resource.RLIM_INFINITY or soft > (1 << 30):
         return 8 << 20
     return max(_elf.page_up(soft), 128 << 10)
@@ -178,14 +222,20 @@ def plan_and_map(exe: ElfImage, exe_fd: int, target: Target, regions: _loader.Re
         os.close(interp_fd)
 
 
+_AT_PHDR, _AT_PHENT, _AT_PHNUM, _AT_BASE, _AT_FLAGS, _AT_ENTRY = (
+    int(AT.PHDR), int(AT.PHENT), int(AT.PHNUM), int(AT.BASE), int(AT.FLAGS), int(AT.ENTRY))
+_AT_UID, _AT_EUID, _AT_GID, _AT_EGID, _AT_SECURE = (
+    int(AT.UID), int(AT.EUID), int(AT.GID), int(AT.EGID), int(AT.SECURE))
+
+
 def _image_auxv(image: _loader.LoadedImage, base: int, entry: int) -> list[tuple[int, int]]:
-    return [(AT.PHDR, image.phdr), (AT.PHENT, _elf.PHDR.size), (AT.PHNUM, image.image.phnum),
-            (AT.BASE, base), (AT.FLAGS, 0), (AT.ENTRY, entry)]
+    return [(_AT_PHDR, image.phdr), (_AT_PHENT, _elf.PHDR.size), (_AT_PHNUM, image.image.phnum),
+            (_AT_BASE, base), (_AT_FLAGS, 0), (_AT_ENTRY, entry)]
 
 
 def _creds_auxv() -> list[tuple[int, int]]:
-    return [(AT.UID, os.getuid()), (AT.EUID, os.geteuid()), (AT.GID, os.getgid()),
-            (AT.EGID, os.getegid()), (AT.SECURE, 0)]
+    return [(_AT_UID, os.getuid()), (_AT_EUID, os.geteuid()), (_AT_GID, os.getgid()),
+            (_AT_EGID, os.getegid()), (_AT_SECURE, 0)]
 
 
 def _move_above_stdio(fd: int, target: int, moved: list[int]) -> int:
@@ -202,12 +252,14 @@ def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = 
     exe_fd, exe = _elf.open_image(target.path)
     regions = _loader.Regions()
     try:
-        size = stack_size()
+        stack_limit = resource.getrlimit(resource.RLIMIT_STACK)[0]
+        size = stack_size(stack_limit)
         try:
+            _warn_setid(target.path, ignored_setid(exe_fd))
             plan = plan_and_map(exe, exe_fd, target, regions, _loader.stack_reservation(size))
         finally:
             os.close(exe_fd)
-        check_arg_sizes(plan.argv, spec.envp)
+        check_arg_sizes(plan.argv, spec.envp, stack_limit)
         stack = _loader.map_stack(size, exe.stack_exec, regions, plan.stack_base)
         auxv = host.auxv + plan.auxv + _creds_auxv() + list(extra_auxv)
         image = _stack.build(stack.top, plan.argv, spec.envp, target.execfn, auxv,
@@ -226,29 +278,53 @@ def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.Stac
            sp: int, entry: int) -> tuple[int, int]:
     """Phases 6 and 7: run the child path and learn whether it reached the entry."""
     moved: list[int] = []
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    report = os.eventfd(0, os.EFD_CLOEXEC)
     try:
-        if err_w < 3:  # the host closed its stdio: keep the pipe clear of 0-2
-            low, err_w = err_w, fcntl.fcntl(err_w, fcntl.F_DUPFD_CLOEXEC, 3)
+        if report < 3:  # the host closed its stdio: keep the eventfd clear of 0-2
+            low, report = report, fcntl.fcntl(report, fcntl.F_DUPFD_CLOEXEC, 3)
             os.close(low)
         child = _native.child_spec(
             entry=entry, sp=sp, child_stack=(stack.low, (sp - CHILD_PATH_GAP) & ~15),
             stdio=tuple(_move_above_stdio(fd, i, moved) for i, fd in enumerate(spec.stdio)),
-            errpipe=err_w, keep_fds=sorted({*spec.pass_fds, err_w}), cwd=spec.cwd,
+            report_fd=report, keep_fds=sorted({*spec.pass_fds, report}), cwd=spec.cwd,
             umask=spec.umask, pgid=max(spec.process_group, 0), flags=_flags(host, spec),
             ignore_signals=_signal_mask(spec.ignore_signals),
             default_signals=_signal_mask(spec.default_signals),
             rlimits=spec.rlimits, seccomp=host.seccomp, comm=os.path.basename(target.execfn))
         pid, pidfd = _native.spawn(child)
-        os.close(err_w)
-        err_w = -1
-        record = _read_all(err_r)
+        try:
+            reported = _wait_for_report(report, pidfd)
+        except BaseException:  # KeyboardInterrupt: the caller unmaps the child's stack next
+            _kill_and_reap(pidfd)
+            raise
     finally:
-        for fd in moved + [err_r] + ([err_w] if err_w >= 0 else []):
+        for fd in moved + [report]:
             os.close(fd)
-    if record:
-        _raise_child_failure(record, pidfd, spec, target)
+    if not reported:
+        failure = _native.child_failure(child)
+        if failure.step:
+            _raise_child_failure(failure, pidfd, spec, target)
+        # else killed before it could report: reaped like any exited program
     return pid, pidfd
+
+
+def _kill_and_reap(pidfd: int) -> None:
+    """A child that must not outlive this spawn: gone before its memory is."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # exited already; still to be reaped
+    os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    os.close(pidfd)
+
+
+def _wait_for_report(report: int, pidfd: int) -> bool:
+    """True once the child path reported success, False if it exited first."""
+    poller = select.poll()
+    poller.register(report, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    ready = {fd for fd, _ in poller.poll()}
+    return report in ready
 
 
 def _flags(host: HostFacts, spec: SpawnSpec) -> int:
@@ -258,20 +334,21 @@ def _flags(host: HostFacts, spec: SpawnSpec) -> int:
 
 
 def _signal_mask(signals: frozenset[int]) -> int:
-    return sum(1 << (s - 1) for s in signals if 0 < s <= 64)
+    mask = _masks.get(signals)
+    if mask is None:
+        mask = sum(1 << (s - 1) for s in signals if 0 < s <= 64)
+        if len(_masks) < 64:  # the same few sets come back: restore_signals, launchers'
+            _masks[signals] = mask
+    return mask
 
 
-def _read_all(fd: int) -> bytes:
-    data = b""
-    while chunk := os.read(fd, 64):
-        data += chunk
-    return data
+_masks: dict[frozenset[int], int] = {}
 
 
-def _raise_child_failure(record: bytes, pidfd: int, spec: SpawnSpec, target: Target) -> None:
+def _raise_child_failure(failure: _native.ChildError, pidfd: int, spec: SpawnSpec,
+                         target: Target) -> None:
     os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
     os.close(pidfd)
-    failure = _native.ChildError.from_buffer_copy(record.ljust(8, b"\0")[:8])
     step = _native.Step(failure.step) if failure.step in _native.Step._value2member_map_ else failure.step
     err = failure.err or errno.EIO
     if step == _native.Step.CHDIR:

@@ -45,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
     log = logging.getLogger("sameprocess.server")
     _sockpath.check_length(where.path)
     _sockpath.private_directory(where.directory, create=True)
+    starting = _hold_start_lock(where, started_by_launcher=args.ready_fd is not None)
     lock = _sockpath.open_lock(where.lock_path)
     if not _sockpath.try_lock(lock):
         holder = _sockpath.holder_pid(where.lock_path)
@@ -83,6 +84,8 @@ def main(args: argparse.Namespace) -> int:
         server = Server(space, listener, where.path, request_timeout=args.request_timeout,
                         grace=args.grace, signal_fd=wake_r)
         log.info("serving on %s (pid %d)", where.path, os.getpid())
+        if starting is not None:
+            os.close(starting)      # launchers waiting on it now find us listening
         if args.ready_fd is not None:
             try:
                 os.write(args.ready_fd, b"ready\n")
@@ -96,13 +99,36 @@ def main(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _hold_start_lock(where, started_by_launcher: bool) -> int | None:
+    """Take NAME.start until the socket listens, as an auto-starting launcher does.
+
+    A `run` that finds no server takes this lock before starting one; holding
+    it while we start makes such a `run` wait for us instead of racing a
+    second server into "already running".  A server started by a launcher
+    is covered by the lock its launcher holds (taking it here would wait on
+    our own starter forever).
+    """
+    import fcntl
+
+    from .. import _sockpath
+
+    if started_by_launcher:
+        return None
+    fd = _sockpath.open_lock(where.start_lock_path)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 def _setup_logging(verbose: bool, log_file: str | None) -> None:
     import logging
     import os
 
     if log_file:
         fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+        # backslashreplace: a file name that is not UTF-8 (argv[0] of a SPAWN)
+        # must not make logging fail and write its traceback to stderr.
+        handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1, encoding="utf-8",
+                                                  errors="backslashreplace"))
     else:
         handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s sameprocess[%(process)d] %(levelname)s %(message)s"))

@@ -18,6 +18,7 @@ many it carries (SPAWN: stdin, stdout, stderr; STARTED: the program's pidfd).
 
 Conversations (anything else is out of order, a protocol error):
     SPAWN -> STARTED, EXITED   or   SPAWN -> ERROR   (or SPAWN -> EXITED)
+    with any number of WARNING frames between SPAWN and STARTED (or EXITED)
     LIST  -> PROGRAMS      KILL -> KILLED      STOP -> STOPPED
 and any request -> ERROR.  After SPAWN the launcher sends nothing more;
 closing its end means "the launcher is gone" and the program gets SIGHUP.
@@ -38,7 +39,7 @@ import struct
 from .codec import Decoder, Encoder, ProtocolError, Record
 
 MAGIC = b"SPRC"
-VERSION = 1
+VERSION = 2                         # 2: WARNING frames
 HEADER = struct.Struct("!4sBBHI")
 
 # execve's bounds (include/uapi/linux/binfmts.h, fs/exec.c)
@@ -70,10 +71,21 @@ class MsgType(enum.IntEnum):
     PROGRAMS = 0x84
     KILLED = 0x85
     STOPPED = 0x86
+    WARNING = 0x87
 
     @property
     def is_request(self) -> bool:
         return self < 0x80
+
+
+def _is_control(c: str) -> bool:
+    """C0, DEL and C1: what a terminal may take as a command rather than text."""
+    return (ord(c) < 0x20) or (0x7f <= ord(c) < 0xa0)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped, fit for one line of a log or a terminal."""
+    return "".join(f"\\x{ord(c):02x}" if _is_control(c) else c for c in text)
 
 
 def _strict_string(value: bytes, what: str, name: str) -> None:
@@ -162,8 +174,9 @@ class Spawn(Message):
     @classmethod
     def decode_payload(cls, dec: Decoder) -> "Spawn":
         w = "SPAWN"
-        argv = dec.blobs(_SPAWN_LIMIT // 4, MAX_ARG_STRLEN - 1, "argv")
-        env = dec.blobs(_SPAWN_LIMIT // 4, MAX_ARG_STRLEN - 1, "env")
+        # A string execve would refuse is well-formed here: the server answers E2BIG, as execve.
+        argv = dec.blobs(_SPAWN_LIMIT // 4, _SPAWN_LIMIT, "argv")
+        env = dec.blobs(_SPAWN_LIMIT // 4, _SPAWN_LIMIT, "env")
         cwd = dec.blob(PATH_MAX - 1, "cwd")
         umask = dec.u16()
         mask = dec.u64()
@@ -315,6 +328,25 @@ class Error(Message):
         return cls(err, message, filename)
 
 
+class LauncherWarning(Message):
+    """A line for the launcher's stderr about its program (e.g. an ignored set-user-ID bit)."""
+
+    TYPE = MsgType.WARNING
+
+    message: str
+
+    def encode_payload(self, enc: Encoder) -> None:
+        enc.blob(self.message.encode("utf-8", "replace")[:MAX_MESSAGE])
+
+    @classmethod
+    def decode_payload(cls, dec: Decoder) -> "LauncherWarning":
+        message = dec.blob(MAX_MESSAGE, "message").decode("utf-8", "replace")
+        dec.end()
+        if not message or any(map(_is_control, message)):
+            raise ProtocolError("WARNING: the message must be one non-empty line of printable text")
+        return cls(message)
+
+
 class ProgramInfo(Record):
     """One program, as PROGRAMS lists it."""
 
@@ -398,7 +430,8 @@ class Stopped(Message):
 
 
 MESSAGES: dict[MsgType, type[Message]] = {
-    cls.TYPE: cls for cls in (Spawn, ListPrograms, Kill, Stop, Started, Exited, Error, Programs, Killed, Stopped)
+    cls.TYPE: cls for cls in (Spawn, ListPrograms, Kill, Stop, Started, Exited, Error, Programs, Killed, Stopped,
+                              LauncherWarning)
 }
 REQUESTS = frozenset(t for t in MsgType if t.is_request)
 REPLIES = frozenset(t for t in MsgType if not t.is_request)

@@ -21,19 +21,22 @@ import logging
 import os
 import queue
 import resource
+import select
 import selectors
 import signal
 import socket
 import struct
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .._errors import SetuidIgnoredWarning
 from .framing import FrameReader, FrameWriter, PeerClosed, close_fds
 from .protocol import (
-    MAX_PS_ARGS, RLIM_INFINITY, REQUESTS, Error, Exited, Kill, Killed, ListPrograms, Message, ProgramInfo,
-    Programs, ProtocolError, Spawn, Started, Stop, Stopped, check_exec_sizes,
+    MAX_PS_ARGS, RLIM_INFINITY, REQUESTS, Error, Exited, Kill, Killed, LauncherWarning, ListPrograms, Message,
+    ProgramInfo, Programs, ProtocolError, Spawn, Started, Stop, Stopped, check_exec_sizes, printable,
 )
 
 log = logging.getLogger("sameprocess.server")
@@ -174,8 +177,20 @@ class Server:
                 self._reply(conn, Error(errno.EACCES, f"permission denied: this server accepts "
                                                       f"connections from uid {self._uid} only"))
                 continue
-            conn.timer = self._after(self.request_timeout, lambda c=conn: self._drop(
-                c, f"no complete request within {self.request_timeout:g} s"))
+            conn.timer = self._after(self.request_timeout, lambda c=conn: self._request_timed_out(c))
+
+    def _request_timed_out(self, conn: _Conn) -> None:
+        """Read what has arrived before judging: under load the loop can be
+        busy past a deadline while a request that came in time waits in the
+        socket.  Only what is already buffered is read (at most one frame),
+        so a peer that trickles bytes gains nothing."""
+        readable = select.poll()
+        readable.register(conn.sock, select.POLLIN)
+        while conn in self._conns and conn.state == "request":
+            if not readable.poll(0):
+                self._drop(conn, f"no complete request within {self.request_timeout:g} s")
+                return
+            self._read_request(conn)
 
     def _resume_accepting(self) -> None:
         if not self._listening and not self._stopping:
@@ -307,13 +322,16 @@ class Server:
             rlimits = self._rlimits(req.rlimits)
             stack = rlimits.get(resource.RLIMIT_STACK, resource.getrlimit(resource.RLIMIT_STACK))[0]
             check_exec_sizes(req.argv, req.env, RLIM_INFINITY if stack < 0 else stack)
-            popen = self.space.Popen(
-                req.argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], cwd=req.cwd,
-                env=_env_dict(req.env), start_new_session=True, umask=req.umask,
-                ignored_signals=req.ignored, rlimits=rlimits)
+            with warnings.catch_warnings(record=True) as caught:   # the launcher is told instead
+                warnings.simplefilter("always", SetuidIgnoredWarning)
+                popen = self.space.Popen(
+                    req.argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], cwd=req.cwd,
+                    env=_env_dict(req.env), start_new_session=True, umask=req.umask,
+                    ignored_signals=req.ignored, rlimits=rlimits)
         except OSError as e:
             filename = e.filename if e.filename is not None else req.argv[0]
-            log.debug("spawn of %s for %s failed: %s", os.fsdecode(req.argv[0]), conn.describe(), e)
+            log.debug("spawn of %s for %s failed: %s", _shown([req.argv[0]]), conn.describe(),
+                      printable(str(e)))
             self._reply(conn, Error(e.errno or errno.EIO, e.strerror or str(e), os.fsencode(filename)))
             return
         except (ValueError, TypeError) as e:
@@ -328,12 +346,20 @@ class Server:
         program = _Program(popen, conn.pid, conn)
         self._programs[popen.pid] = program
         conn.program, conn.state = program, "running"
-        log.debug("spawned pid %d for launcher %d: %s", popen.pid, conn.pid,
-                  " ".join(os.fsdecode(a) for a in req.argv))
+        log.debug("spawned pid %d for launcher %d: %s", popen.pid, conn.pid, _shown(req.argv))
+        for caught_warning in caught:
+            self._pass_on_warning(conn, popen.pid, caught_warning)
         pidfd = _pidfd_of(popen)
         if pidfd is not None:
             self._reply(conn, Started(popen.pid), [pidfd], close=False)
         popen.add_exit_callback(lambda _p, prog=program: self._queue_exit(prog))
+
+    def _pass_on_warning(self, conn: _Conn, pid: int, caught: warnings.WarningMessage) -> None:
+        """Log a warning of the spawn; one about the program goes to its launcher too."""
+        text = printable(str(caught.message))
+        log.warning("pid %d for launcher %d: %s", pid, conn.pid, text)
+        if issubclass(caught.category, SetuidIgnoredWarning):
+            self._reply(conn, LauncherWarning(text), close=False)
 
     def _rlimits(self, wanted: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
         """The launcher's limits, in resource's convention, hard ones capped at ours."""
@@ -502,6 +528,11 @@ def _pidfd_of(popen) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _shown(argv: list[bytes]) -> str:
+    """A command line for the log: a client's bytes must not forge log lines."""
+    return printable(" ".join(os.fsdecode(a) for a in argv))
 
 
 def _cut_args(args) -> list[bytes]:
