@@ -89,3 +89,31 @@ def test_a_server_that_cannot_start_is_reported(tmp_path):
     assert result.stderr == (f"sameprocess run: could not start a server at {sock}: sameprocess serve: "
                              f"{sock} exists and is not a socket; refusing to touch it "
                              f"(log: {runtime}/sameprocess/default.log)\n")
+
+
+def test_run_right_after_serve_finds_one_server(tmp_path, build):
+    """`serve &` then `run` at once.  Whichever wins, the run succeeds and one
+    server serves: a serve that is starting holds NAME.start until it listens,
+    so the run waits for it instead of racing a second server into "already
+    running"; a run that got there first auto-started the server, and the
+    late serve says so and leaves it alone."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = clean_env(XDG_RUNTIME_DIR=str(runtime))
+    directory = runtime / "sameprocess"
+    hello = build("hello.c")
+    serve = subprocess.Popen(SP + ["serve"], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=env)
+    try:
+        result = run_default(env, hello)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "hello from sameprocess\n", "")
+        serving = server_pid(directory)
+    finally:
+        subprocess.run(SP + ["stop"], capture_output=True, env=env, timeout=TIMEOUT)
+        _, err = serve.communicate(timeout=TIMEOUT)
+    if serving == serve.pid:
+        assert serve.returncode == 0 and err.count("serving on") == 1, err
+        assert not (directory / "default.log").exists(), "no second server was auto-started"
+    else:
+        assert serve.returncode != 0 and "a server is already running" in err, err
+        assert (directory / "default.log").read_text().count("serving on") == 1
