@@ -2,9 +2,8 @@
 
 Prints, measured in one run on one server (its own socket, started here):
   * wall time per run, median of interleaved runs: native ./hello,
-    `sameprocess run ./hello`, the same launcher without importing the
-    package's __init__ (the core API, which the launcher does not use), and
-    what Python costs before the launcher does anything;
+    `sameprocess run ./hello`, and what Python costs before the launcher
+    does anything (the interpreter, and importing the launcher's modules);
   * launches per second with 8 launchers in parallel, for both.
 
 usage: python benchmarks/bench_launcher.py [--runs N] [--parallel-runs N] [--workers N]
@@ -23,14 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import _build  # noqa: E402  (the tests' program builder; no pytest needed)
-
-
-_WITHOUT_CORE = (
-    "import sys, types, os.path as p, importlib.util as u; "
-    "pkg = types.ModuleType('sameprocess'); "
-    "pkg.__path__ = [p.dirname(u.find_spec('sameprocess').origin)]; "
-    "sys.modules['sameprocess'] = pkg; "
-    "from sameprocess._cli import main; sys.exit(main())")
 
 
 def launcher_command() -> list[str]:
@@ -76,10 +67,6 @@ def main() -> None:
         kinds = {
             "native ./hello": [hello],
             "sameprocess run ./hello": launcher,
-            # The same launcher with the package's __init__ (the core API) not
-            # imported: what `run` costs once that import is lazy.
-            "sameprocess run, core not imported": [sys.executable, "-c", _WITHOUT_CORE, "run", "--socket",
-                                                   path, "--", hello],
             "python -c 'import sameprocess._client'": [sys.executable, "-c", "import sameprocess._client"],
             "python -c pass": [sys.executable, "-c", "pass"],
         }
@@ -98,7 +85,7 @@ def main() -> None:
 
         print(f"\nlaunches per second, {args.workers} in parallel, {args.parallel_runs} runs each:")
         rates = {}
-        for name in ("native ./hello", "sameprocess run ./hello", "sameprocess run, core not imported"):
+        for name in ("native ./hello", "sameprocess run ./hello"):
             cmd = kinds[name]
             t = time.perf_counter()
             with ThreadPoolExecutor(args.workers) as pool:
