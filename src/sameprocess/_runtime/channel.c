@@ -37,6 +37,14 @@
 #define MAX_CAPACITY  (1UL << 24)
 #define SPIN_NS       20000L
 #define RECV_POLL     8u  /* pauses between a waiting receiver's looks at tail */
+#define STREAM_POLL   64u /* the same for a receiver that is draining a stream */
+#define STREAM_AFTER  4u  /* messages taken without waiting that make a stream */
+
+/* Messages this thread took in a row without waiting.  A receiver that
+ * catches up with a stream looks at tail less often, so that a batch
+ * builds up instead of tail's cache line moving over for every message;
+ * one that had to wait (a request, a ping) looks often, for latency. */
+static __thread unsigned recv_streak;
 
 struct sp_channel {
     uint64_t magic;       /* CHANNEL_MAGIC ^ address: wiped when destroyed */
@@ -215,7 +223,8 @@ static uint64_t batch_room(const struct sp_channel *ch)
 
 /* Wait until the channel may have room (sending) or a message; 0, or
  * -ETIMEDOUT once the deadline (NULL: none) passed, or -EINTR (Python). */
-static int wait_turn(struct sp_channel *ch, int sending, const struct timespec *deadline)
+static int wait_turn(struct sp_channel *ch, int sending, unsigned look_every,
+                     const struct timespec *deadline)
 {
     uint32_t *event = sending ? &ch->not_full : &ch->not_empty;
     uint32_t *waiters = sending ? &ch->send_waiters : &ch->recv_waiters;
@@ -234,7 +243,7 @@ static int wait_turn(struct sp_channel *ch, int sending, const struct timespec *
      * bounce between the two for every message of a full channel.  Only
      * the spin does that; whether to sleep is decided on one free slot. */
     for (unsigned i = 1; must_wait(ch, sending, sending ? batch_room(ch) : 1); i++) {
-        for (unsigned k = 0; k < (sending ? 8u : RECV_POLL); k++)
+        for (unsigned k = 0; k < look_every; k++)
             cpu_relax();
         if (((i % 32) == 0) && sp__expired(&spin_until))
             break;
@@ -257,7 +266,7 @@ int sp_channel_send(sp_channel *ch, void *message, long timeout_ms)
     if (timeout_ms > 0)
         sp__deadline(&deadline, timeout_ms);
     while ((rc = try_send(ch, message)) == -EAGAIN) {
-        int waited = (timeout_ms == 0) ? -ETIMEDOUT : wait_turn(ch, 1, (timeout_ms > 0) ? &deadline : NULL);
+        int waited = (timeout_ms == 0) ? -ETIMEDOUT : wait_turn(ch, 1, 8u, (timeout_ms > 0) ? &deadline : NULL);
 
         if (waited == -EINTR)
             return -EINTR;
@@ -272,15 +281,19 @@ int sp_channel_send(sp_channel *ch, void *message, long timeout_ms)
 int sp_channel_recv(sp_channel *ch, void **message, long timeout_ms)
 {
     struct timespec deadline;
+    unsigned look_every = (recv_streak >= STREAM_AFTER) ? STREAM_POLL : RECV_POLL;
     int rc;
 
     if (!valid(ch) || (message == NULL))
         return -EINVAL;
     if (timeout_ms > 0)
         sp__deadline(&deadline, timeout_ms);
+    recv_streak++;
     while ((rc = try_recv(ch, message)) == -EAGAIN) {
-        int waited = (timeout_ms == 0) ? -ETIMEDOUT : wait_turn(ch, 0, (timeout_ms > 0) ? &deadline : NULL);
+        int waited = (timeout_ms == 0) ? -ETIMEDOUT
+                                       : wait_turn(ch, 0, look_every, (timeout_ms > 0) ? &deadline : NULL);
 
+        recv_streak = 0;
         if (waited == -EINTR)
             return -EINTR;
         if (waited != 0) {
