@@ -151,6 +151,22 @@ def _interruptible(call, timeout: float | None):
             return result
 
 
+def _waited(address, what: str, name, timed_out: str, refusals: dict[int, Exception] | None = None):
+    """One blocking runtime call's address; InterruptedError to call again;
+    else the failure raised: TimeoutError(timed_out), refusals[errno], or
+    what _raise makes of the errno."""
+    if address is not None:
+        return address
+    err = ctypes.get_errno()
+    if err == errno.EINTR:
+        return InterruptedError
+    if err == errno.ETIMEDOUT:
+        raise TimeoutError(timed_out)
+    if refusals and err in refusals:
+        raise refusals[err]
+    _raise(-err, what, name)
+
+
 def wait_for(name: str | bytes, timeout: float | None = None) -> memoryview:
     """lookup(), waiting (asleep, no polling) until name is published;
     TimeoutError after timeout seconds (None: wait forever)."""
@@ -159,15 +175,8 @@ def wait_for(name: str | bytes, timeout: float | None = None) -> memoryview:
     size = ctypes.c_size_t()
 
     def once(ms: int):
-        address = lib.sp_wait(raw, ctypes.byref(size), ms)
-        if address is not None:
-            return address
-        err = ctypes.get_errno()
-        if err == errno.EINTR:
-            return InterruptedError
-        if err == errno.ETIMEDOUT:
-            raise TimeoutError(f"nothing was published under {name!r} within {timeout} s")
-        _raise(-err, "wait_for", name)
+        return _waited(lib.sp_wait(raw, ctypes.byref(size), ms), "wait_for", name,
+                       f"nothing was published under {name!r} within {timeout} s")
 
     address = _interruptible(once, timeout)
     return _view(address, size.value)
@@ -310,17 +319,9 @@ class Channel:
         lib = _lib()
 
         def once(ms: int):
-            address = lib.sp_channel_open(raw, ms if timeout != 0 else 0)
-            if address is not None:
-                return address
-            err = ctypes.get_errno()
-            if err == errno.EINTR:
-                return InterruptedError
-            if err == errno.ETIMEDOUT:
-                raise TimeoutError(f"no channel was published under {name!r} within {timeout} s")
-            if err == errno.EPROTO:
-                raise TypeError(f"{name!r} is published but is not a channel")
-            _raise(-err, "Channel.open", name)
+            return _waited(lib.sp_channel_open(raw, ms if timeout != 0 else 0), "Channel.open", name,
+                           f"no channel was published under {name!r} within {timeout} s",
+                           {errno.EPROTO: TypeError(f"{name!r} is published but is not a channel")})
 
         return cls(_interruptible(once, timeout), name)
 
