@@ -2,6 +2,7 @@
 live: exactly one, even when many launchers race, logging beside its socket."""
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import stat
@@ -25,6 +26,24 @@ def stop_default(env, directory) -> None:
     result = subprocess.run(SP + ["stop"], capture_output=True, text=True, env=env, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert wait_pid_gone(pid)
+
+
+def kill_leftover_server(directory) -> None:
+    """SIGKILL the server that still holds default.lock, if any (a pid
+    alone could have been reused once its server stopped)."""
+    try:
+        fd = os.open(directory / "default.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return                  # nobody holds it: no server left
+    except BlockingIOError:
+        pid = server_pid(directory)
+    finally:
+        os.close(fd)
+    os.kill(pid, signal.SIGKILL)
+    wait_pid_gone(pid)
 
 
 def test_racing_launchers_start_exactly_one_server(tmp_path, build):
@@ -63,17 +82,18 @@ def test_a_dead_default_server_is_replaced(tmp_path):
     runtime.mkdir(mode=0o700)
     env = clean_env(XDG_RUNTIME_DIR=str(runtime))
     directory = runtime / "sameprocess"
-    assert run_default(env, "true").returncode == 0
-    first = server_pid(directory)
-    os.kill(first, signal.SIGKILL)
-    assert wait_pid_gone(first)
-    assert (directory / "default.sock").exists()        # stale
     try:
+        assert run_default(env, "true").returncode == 0
+        first = server_pid(directory)
+        os.kill(first, signal.SIGKILL)
+        assert wait_pid_gone(first)
+        assert (directory / "default.sock").exists()        # stale
         assert run_default(env, "true").returncode == 0
         assert server_pid(directory) != first
         assert "removing the stale socket" in (directory / "default.log").read_text()
-    finally:
         stop_default(env, directory)
+    finally:   # after a failed assertion too: no server outlives the test
+        kill_leftover_server(directory)
 
 
 def test_a_server_that_cannot_start_is_reported(tmp_path):
