@@ -152,13 +152,8 @@ class FuzzHost:
             return launch
         _space.spawn = recording_spawn
 
-    def settle(self) -> None:
-        """Nothing to wait for: the space unmaps a program's images before
-        its exit is reported (wait() returns after that)."""
-
     def run_hello(self) -> str | None:
         r = self.space.run([self.hello], capture_output=True, timeout=REPLY_TIMEOUT / 2)
-        self.settle()
         if (r.returncode, r.stdout) != (0, b"hello from sameprocess\n"):
             return f"hello afterwards: status {r.returncode}, output {r.stdout[:200]!r}"
         return None
@@ -179,8 +174,9 @@ class FuzzHost:
             return {"outcome": "bug", "detail": f"{type(e).__name__}: {e}", "problems": []}
         else:
             ran = True
+            # nothing to wait for: the space unmaps a program's images
+            # before wait() returns
             outcome, detail = self._finish(p)
-            self.settle()
         problems = check_host(maps0, fds0, _maps(), _fds(), ran, self.sentinel, path, self.regions)
         hello = self.run_hello()
         if hello:

@@ -49,10 +49,11 @@ def footprint(pid: int) -> Footprint:
 def footprint_once(pid: int, ok: Callable[[Footprint], bool], what: str) -> Footprint:
     """The footprint of `pid` once ok(footprint) holds.
 
-    The space gives a dead program's images back shortly after its exit is
-    reported (at the next spawn, or when its reaper has been idle for a few
-    ms), so the figures settle a little after the last exit.  Deadline:
-    TIMEOUT, then the last figures are in the failure.
+    The space gives a dead program's images back before its exit is
+    reported, but the server closes that launcher's connection (and frees
+    what served it) only after sending EXITED, so the figures settle a
+    little after the last reply.  Deadline: TIMEOUT, then the last figures
+    are in the failure.
     """
     deadline = time.monotonic() + TIMEOUT
     while True:
@@ -74,8 +75,8 @@ def holds_mem_fd(pid: int) -> bool:
 def settled_footprint(pid: int, interval: float = 0.05) -> Footprint:
     """The baseline of an idle server after its warm-up runs: once it holds
     its one lazily opened descriptor (holds_mem_fd) and the same figures are
-    read twice, `interval` apart (a queued reclaim starts after a few ms of
-    idleness and takes far less than `interval`)."""
+    read twice, `interval` apart (the last connection's close, after its
+    EXITED, takes far less than `interval`)."""
     deadline = time.monotonic() + TIMEOUT
     last = None
     while True:
