@@ -3,6 +3,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -105,6 +106,41 @@ def test_sessions_and_process_groups(space, build):
     assert state["pgrp"] == state["pid"] and int(state["sid"]) == os.getsid(0)
 
 
-def test_seccomp_brk_filter_is_installed(space, build):
+def _mm_start_brk() -> int:
+    with open("/proc/self/stat", "rb") as f:
+        raw = f.read()
+    return int(raw[raw.rindex(b")") + 2:].split()[47 - 3])  # proc(5): field 47, start_brk
+
+
+def test_the_kernel_pins_the_break_so_programs_run_unfiltered(space, build):
+    # This machine's kernel takes PR_SET_MM_MAP: the break is pinned at the
+    # guard, and programs get no seccomp filter and no no_new_privs, exactly
+    # like children started by subprocess.
+    assert space._host.seccomp is None
+    assert _mm_start_brk() == space._host.guard
     state = procstate(space, build)
+    assert state["Seccomp"] == "0" and state["NoNewPrivs"] == "0"
+
+
+FALLBACK_HOST = """
+import sys
+from sameprocess import Space, _spawn
+_spawn.pin_break = lambda guard: False  # a kernel that refuses PR_SET_MM_MAP
+with Space() as space:
+    for program in sys.argv[1:]:
+        r = space.run([program], capture_output=True, text=True)
+        print(r.stdout, end="")
+        print(f"{program.rsplit('/', 1)[-1]}.returncode={r.returncode}")
+"""
+
+
+def test_without_pr_set_mm_map_each_program_gets_the_seccomp_brk_filter(build):
+    r = subprocess.run([sys.executable, "-c", FALLBACK_HOST, build("procstate.c"), build("sbrk.c")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    state = kv(r.stdout)
+    assert state["procstate.returncode"] == state["sbrk.returncode"] == "0"
     assert state["Seccomp"] == "2"
+    # The filter refuses the shrink outright (glibc sees a failed brk).
+    assert state["sbrk_grow"] == "ENOMEM" and state["sbrk_below"] != "ok"
+    assert state["kernel_delta"] == "0" and "heap ok" in r.stdout

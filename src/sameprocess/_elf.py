@@ -3,7 +3,8 @@
 Reads top to bottom as the kernel's binfmt_elf does its checks: identify from
 e_ident, check the header, check every program header, derive the load span.
 Each failure is an ExecError quoting the bad value.  Parsed images are cached
-by (device, inode, size, mtime) so repeated spawns of one program parse once.
+by the file's identity (device, inode, size, mtime, ctime, mode) so repeated
+spawns of one program parse once.
 """
 from __future__ import annotations
 
@@ -271,7 +272,7 @@ def open_image(path: str) -> tuple[int, ElfImage]:
         raise ExecError(e.errno or errno.ENOEXEC, f"cannot open: {e.strerror}", path) from None
     try:
         st = os.fstat(fd)
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, path)
+        key = _identity(st, path)
         image = _cache.get(key)
         if image is None:
             _fail_if(not stat.S_ISREG(st.st_mode), path, "not a regular file")
@@ -283,6 +284,18 @@ def open_image(path: str) -> tuple[int, ElfImage]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _identity(st: os.stat_result, path: str) -> tuple:
+    # ctime moves with every change to the inode (a chmod, a rewrite), so a
+    # file whose rights or bytes changed is never taken for its old parse.
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, path)
+
+
+def cached_image(path: str, st: os.stat_result) -> ElfImage | None:
+    """The parse of the file that `st` (a stat of path) describes, if it
+    was opened with open_image before; None otherwise."""
+    return _cache.get(_identity(st, path))
 
 
 def load(path: str) -> ElfImage:

@@ -33,13 +33,15 @@ class Step(enum.IntEnum):
     NO_NEW_PRIVS = 10
     SECCOMP = 11
     SIGMASK = 12
+    AFFINITY = 13
 
 
 # struct sp_child_spec: entry, initial_sp, child_stack, child_stack_size,
 # ignore_signals, default_signals (u64); keep_fds, cwd, seccomp_prog,
 # rlimits, failure (pointers); n_keep_fds, n_rlimits (u32); stdio[3],
-# report_fd, umask, pgid (i32); flags (u32); comm[16]; padding to 8.
-CHILD_SPEC = struct.Struct("<6Q5Q2I3i3iI16s4x")
+# report_fd, umask, pgid (i32); flags (u32); comm[16]; host_cpu (i32,
+# written by sp_spawn).
+CHILD_SPEC = struct.Struct("<6Q5Q2I3i3iI16si")
 FAILURE_AT = CHILD_SPEC.size  # the struct sp_child_error, right after the spec
 RLIMIT = struct.Struct("<I4xQQ")  # struct sp_rlimit: resource, pad, soft, hard
 _U64 = (1 << 64) - 1
@@ -80,7 +82,7 @@ class SeccompProgram:
 
 def child_spec(*, entry: int, sp: int, child_stack: tuple[int, int], stdio: tuple[int, int, int], report_fd: int,
                keep_fds: list[int], cwd: bytes | None, umask: int, pgid: int, flags: int,
-               ignore_signals: int, default_signals: int, rlimits, seccomp: SeccompProgram,
+               ignore_signals: int, default_signals: int, rlimits, seccomp: SeccompProgram | None,
                comm: bytes) -> ctypes.Array:
     """One buffer: the spec, the failure record, then the arrays and the
     string the spec points to (read the record with child_failure).
@@ -99,8 +101,8 @@ def child_spec(*, entry: int, sp: int, child_stack: tuple[int, int], stdio: tupl
     CHILD_SPEC.pack_into(
         buf, 0, entry, sp, child_stack[0], child_stack[1] - child_stack[0], ignore_signals,
         default_signals, base + fds_at if n_keep else 0, base + cwd_at if cwd is not None else 0,
-        seccomp.address, base + limits_at if n_limits else 0, base + FAILURE_AT, n_keep, n_limits,
-        *stdio, report_fd, umask, pgid, flags, comm[:15])
+        seccomp.address if seccomp is not None else 0, base + limits_at if n_limits else 0, base + FAILURE_AT, n_keep, n_limits,
+        *stdio, report_fd, umask, pgid, flags, comm[:15], -1)
     struct.pack_into(f"<{n_keep}i", buf, fds_at, *keep_fds)
     for i, (resource, soft, hard) in enumerate(rlimits):
         # resource's RLIM_INFINITY is -1; the kernel's is all ones (u64)

@@ -3,8 +3,9 @@
 It *is* a subprocess.Popen: pipes, text mode, communicate() and the
 context manager are subprocess's own code.  Only the four points where a
 program differs from a forked child are replaced: how it starts
-(_execute_child), how its exit is learned (the space's reaper thread sets an
-event: no waitpid, no polling), and how it is signalled (its pidfd, so a
+(_execute_child), how its exit is learned (its pidfd, polled by the waiting
+thread or by the space's reaper thread: no waitpid, no polling loop), and
+how it is signalled (its pidfd, so a
 reused PID can never be hit).
 """
 from __future__ import annotations
@@ -112,7 +113,8 @@ class Popen(subprocess.Popen):
         return self.returncode if self._exited.is_set() else None
 
     def _wait(self, timeout):
-        if not self._exited.wait(timeout):
+        reaped = None if self._exited.is_set() else self._space._reap_here(self, timeout)
+        if reaped is False or (reaped is None and not self._exited.wait(timeout)):
             raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
 

@@ -4,6 +4,11 @@ Each program's pidfd sits in an epoll set; a readable pidfd means the
 program has exited, and waitid(P_PIDFD) collects exactly that program.
 Nothing here ever calls wait(-1), which would steal other children's
 statuses from the rest of the host (subprocess, multiprocessing...).
+
+A thread that waits for one program may take it over (claim): it then
+polls that pidfd and reaps it itself.  Its caches are warm and nothing has
+to be handed between threads (a wakeup and the GIL) after the exit, which
+is most of what reaping costs once the program is gone.
 """
 from __future__ import annotations
 
@@ -39,8 +44,24 @@ class Reaper:
             self._watched[pidfd] = on_exit
         self._epoll.register(pidfd, select.EPOLLIN)
 
-    def reap_now(self, pidfd: int) -> int:
-        """Reap a program that never started (its child path failed)."""
+    def claim(self, pidfd: int) -> Callable[[int], None] | None:
+        """Take a watched program away from the thread: the caller now waits
+        for it, reaps it with reap_claimed() or hands it back with watch().
+        None if the thread is collecting it already."""
+        with self._lock:
+            on_exit = self._watched.pop(pidfd, None)
+            if on_exit is not None:
+                self._epoll.unregister(pidfd)
+        return on_exit
+
+    @staticmethod
+    def reap_claimed(pidfd: int, timeout: float | None) -> int | None:
+        """Wait up to timeout for a claimed program; its returncode once
+        reaped, None if it is still running."""
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(None if timeout is None else max(timeout * 1000, 0)):
+            return None
         return status_to_returncode(os.waitid(os.P_PIDFD, pidfd, os.WEXITED))
 
     def _run(self) -> None:
@@ -54,16 +75,21 @@ class Reaper:
                 self._collect(fd)
 
     def _collect(self, pidfd: int) -> None:
-        try:
-            result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
-        except ChildProcessError:
-            result = None  # someone else reaped it (SIGCHLD ignored?): status unknown
-        if result is None and pidfd in self._watched:
-            # Readable but not yet waitable cannot happen for an exited child;
-            # a None here means the status was taken elsewhere.
-            log.error("sameprocess: exit status of a program was lost (is SIGCHLD ignored?)")
-        self._epoll.unregister(pidfd)
         with self._lock:
+            # Not watched: a waiting thread claimed it after epoll reported it.
+            # Not exited: the number now belongs to a newer program (the one
+            # reported was claimed, reaped and its pidfd closed meanwhile).
+            if pidfd not in self._watched:
+                return
+            try:
+                result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:  # SIGCHLD ignored?  The status is gone
+                log.error("sameprocess: exit status of a program was lost (is SIGCHLD ignored?)")
+                result = None
+            else:
+                if result is None:
+                    return
+            self._epoll.unregister(pidfd)
             on_exit = self._watched.pop(pidfd)
         try:
             on_exit(status_to_returncode(result) if result is not None else 255)

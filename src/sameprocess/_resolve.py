@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass
 from typing import Callable
 
+from ._elf import cached_image
 from ._errors import ExecError
 
 MAX_SHEBANG = 256
@@ -17,6 +19,7 @@ class Target:
     path: str           # absolute path of the ELF file to load
     argv: list[bytes]   # after #! rewriting
     execfn: bytes       # the name exec was called with (AT_EXECFN, comm)
+    stat: os.stat_result  # of path, when it was found
 
 
 def _absolute(path: bytes, cwd: bytes | None) -> bytes:
@@ -25,35 +28,36 @@ def _absolute(path: bytes, cwd: bytes | None) -> bytes:
     return os.path.join(cwd if cwd is not None else os.getcwdb(), path)
 
 
-def _check_executable(path: bytes, shown: bytes) -> None:
+def _check_executable(path: bytes, shown: bytes) -> os.stat_result:
     """Raise as execve would: ENOENT, EACCES for directories and non-executables."""
     try:
         st = os.stat(path)
     except OSError as e:
         raise type(e)(e.errno, e.strerror, os.fsdecode(shown)) from None
-    import stat
     if not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK, effective_ids=True):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(shown))
+    return st
 
 
-def find(name: bytes, cwd: bytes | None, env_path: Callable[[], list[bytes]]) -> tuple[bytes, bytes]:
-    """(absolute path, name as exec'd) for `name`, searching PATH without a '/'."""
+def find(name: bytes, cwd: bytes | None,
+         env_path: Callable[[], list[bytes]]) -> tuple[bytes, bytes, os.stat_result]:
+    """(absolute path, name as exec'd, its stat) for `name`, searching PATH without a '/'."""
     if cwd is None:
         cwd = os.getcwdb()
     if b"/" in name:
-        _check_executable(_absolute(name, cwd), name)
-        return _absolute(name, cwd), name
+        path = _absolute(name, cwd)
+        return path, name, _check_executable(path, name)
     denied = None
     for directory in env_path():
         candidate = os.path.join(directory, name)
         try:
-            _check_executable(_absolute(candidate, cwd), candidate)
+            st = _check_executable(_absolute(candidate, cwd), candidate)
         except PermissionError as e:
             denied = denied or e
         except (FileNotFoundError, NotADirectoryError):
             continue
         else:
-            return _absolute(candidate, cwd), candidate
+            return _absolute(candidate, cwd), candidate, st
     if denied is not None:
         raise denied
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fsdecode(name))
@@ -78,15 +82,16 @@ def _shebang(path: bytes) -> tuple[bytes, bytes | None] | None:
 def resolve(file: bytes, argv: list[bytes], cwd: bytes | None,
             env_path: Callable[[], list[bytes]]) -> Target:
     """Find `file` and unwrap #! scripts into the ELF interpreter that runs them."""
-    path, execfn = find(file, cwd, env_path)
+    path, execfn, st = find(file, cwd, env_path)
     for _ in range(MAX_SCRIPT_DEPTH + 1):
-        script = _shebang(path)
+        # A file parsed as ELF before, and unchanged since, is no script.
+        script = None if cached_image(os.fsdecode(path), st) else _shebang(path)
         if script is None:
-            return Target(os.fsdecode(path), argv, execfn)
+            return Target(os.fsdecode(path), argv, execfn, st)
         interp, arg = script
         argv = [interp] + ([arg] if arg else []) + [path] + argv[1:]
         try:
-            path, _ = find(interp if b"/" in interp else b"./" + interp, cwd, list)
+            path, _, st = find(interp if b"/" in interp else b"./" + interp, cwd, list)
         except (FileNotFoundError, PermissionError) as e:
             raise ExecError(e.errno, f"bad #! interpreter {os.fsdecode(interp)}: {e.strerror}",
                             os.fsdecode(execfn)) from None

@@ -130,6 +130,28 @@ class Space:
             self._live[launch.pid] = (program, launch)
         self._reaper.watch(launch.pidfd, lambda rc: self._on_exit(program, launch, rc))
 
+    def _reap_here(self, program: Popen, timeout: float | None) -> bool | None:
+        """Wait for program in the calling thread and reap it here: True
+        once done, False if it outlived timeout (it is the reaper thread's
+        again), None if the reaper thread has it already."""
+        reaper = self._reaper
+        pidfd = program.pidfd
+        if reaper is None or pidfd < 0:
+            return None
+        on_exit = reaper.claim(pidfd)
+        if on_exit is None:
+            return None
+        returncode = None
+        try:
+            returncode = reaper.reap_claimed(pidfd, timeout)
+        finally:
+            if returncode is None:  # timed out or interrupted: back to the thread
+                reaper.watch(pidfd, on_exit)
+        if returncode is None:
+            return False
+        on_exit(returncode)
+        return True
+
     def _on_exit(self, program: Popen, launch: Launch, returncode: int) -> None:
         """Reaper thread: give back what the loader and the program's ld.so
         mapped, then report the exit.

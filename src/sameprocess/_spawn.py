@@ -32,7 +32,7 @@ from typing import Callable
 
 from . import _elf, _loader, _mm, _native, _stack
 from ._auxv import AT, PER_EXEC, host_platform_strings, read_host_auxv
-from ._brk import install_guard, seccomp_program
+from ._brk import install_guard, pin_break, seccomp_program
 from ._elf import ElfImage, EType
 from ._errors import ExecError, SetuidIgnoredWarning
 from ._resolve import Target, resolve
@@ -83,11 +83,14 @@ class HostFacts:
         self.guard = install_guard()
         self.auxv = [(k, v) for k, v in read_host_auxv() if k not in PER_EXEC]
         self.strings = host_platform_strings()
-        self.seccomp = _native.SeccompProgram(seccomp_program(self.guard))
+        # The break pinned by the kernel needs nothing per program; else
+        # each program gets the seccomp brk filter (_brk explains both).
+        self.seccomp = (None if pin_break(self.guard)
+                        else _native.SeccompProgram(seccomp_program(self.guard)))
         # Without CAP_SYS_ADMIN the kernel accepts a filter only after
-        # PR_SET_NO_NEW_PRIVS (so setuid binaries exec'd by programs run
+        # PR_SET_NO_NEW_PRIVS (so setuid binaries exec'd by such programs run
         # without privilege gain; see docs).
-        self.need_nnp = not _has_cap_sys_admin()
+        self.need_nnp = self.seccomp is not None and not _has_cap_sys_admin()
 
 
 def _has_cap_sys_admin() -> bool:
@@ -114,22 +117,22 @@ def check_arg_sizes(argv: list[bytes], envp: list[bytes], soft: int | None = Non
         raise OSError(errno.E2BIG, os.strerror(errno.E2BIG) + f" ({total} bytes of arguments and environment)")
 
 
-def ignored_setid(fd: int) -> str:
-    """The set-ID bits of the open file that execve would have honoured ('' if none).
+def ignored_setid(st: os.stat_result, path: str) -> str:
+    """The set-ID bits of the file (st: its stat) that execve would have
+    honoured ('' if none).
 
     As the kernel (fs/exec.c): S_ISUID always, S_ISGID only with group
     execute, neither on a nosuid mount.  A bit naming the caller's own uid
     or gid changes nothing.  Programs of a space always keep the host's
     credentials, so the caller is warned about what it did not get.
     """
-    st = os.fstat(fd)
     bits = []
     if (st.st_mode & stat.S_ISUID) and st.st_uid != os.geteuid():
         bits.append("set-user-ID")
     setgid = stat.S_ISGID | stat.S_IXGRP
     if (st.st_mode & setgid) == setgid and st.st_gid != os.getegid():
         bits.append("set-group-ID")
-    if not bits or (os.fstatvfs(fd).f_flag & os.ST_NOSUID):
+    if not bits or (os.statvfs(path).f_flag & os.ST_NOSUID):
         return ""
     return " and ".join(bits)
 
@@ -191,7 +194,27 @@ def _open_interp(exe: ElfImage) -> tuple[int, ElfImage]:
     return fd, interp
 
 
-def plan_and_map(exe: ElfImage, exe_fd: int, target: Target, regions: _loader.Regions,
+class ExeFile:
+    """The executable's descriptor, opened only by a mode that maps the
+    executable here (glibc's ld.so opens it itself)."""
+
+    def __init__(self, target: Target, image: ElfImage | None) -> None:
+        self.target, self.fd, self.image = target, -1, image
+
+    def open(self) -> tuple[int, ElfImage]:
+        if self.fd < 0:
+            # The parse that goes with these bytes: the file may have changed
+            # since it was found.
+            self.fd, self.image = _elf.open_image(self.target.path)
+        return self.fd, self.image
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def plan_and_map(exe: ElfImage, exe_file: ExeFile, target: Target, regions: _loader.Regions,
                  below: int) -> Plan:
     """Phases 3 and 4: decide how the program starts and map what that needs.
 
@@ -199,6 +222,7 @@ def plan_and_map(exe: ElfImage, exe_fd: int, target: Target, regions: _loader.Re
     mapped here, so that both are one region to unmap.
     """
     if exe.interp is None:
+        exe_fd, exe = exe_file.open()
         image = _loader.load_image(exe, exe_fd, regions, 0 if exe.etype == EType.EXEC else below)
         return Plan(image.entry, _image_auxv(image, 0, image.entry), target.argv, None,
                     _stack_below(image, below))
@@ -213,6 +237,7 @@ def plan_and_map(exe: ElfImage, exe_fd: int, target: Target, regions: _loader.Re
             argv = [interp.path.encode(), b"--argv0", target.argv[0], target.path.encode()] + target.argv[1:]
             return Plan(ldso.entry, _image_auxv(ldso, ldso.bias, ldso.entry), argv,
                         ldso.bias + interp.dynamic_symbols["_r_debug"], _stack_below(ldso, below))
+        exe_fd, exe = exe_file.open()
         main = _loader.load_image(exe, exe_fd, regions)
         ldso = _loader.load_image(interp, interp_fd, regions, below)
         r_debug = interp.dynamic_symbols.get("_r_debug")
@@ -249,16 +274,19 @@ def _move_above_stdio(fd: int, target: int, moved: list[int]) -> int:
 
 def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = ()) -> Launch:
     target = resolve(spec.file, spec.argv, spec.cwd, spec.env_path)
-    exe_fd, exe = _elf.open_image(target.path)
+    exe_file = ExeFile(target, _elf.cached_image(target.path, target.stat))
+    if exe_file.image is None:
+        exe_file.open()  # first sight of this file: parse and validate it now
+    exe = exe_file.image
     regions = _loader.Regions()
     try:
         stack_limit = resource.getrlimit(resource.RLIMIT_STACK)[0]
         size = stack_size(stack_limit)
         try:
-            _warn_setid(target.path, ignored_setid(exe_fd))
-            plan = plan_and_map(exe, exe_fd, target, regions, _loader.stack_reservation(size))
+            _warn_setid(target.path, ignored_setid(target.stat, target.path))
+            plan = plan_and_map(exe, exe_file, target, regions, _loader.stack_reservation(size))
         finally:
-            os.close(exe_fd)
+            exe_file.close()
         check_arg_sizes(plan.argv, spec.envp, stack_limit)
         stack = _loader.map_stack(size, exe.stack_exec, regions, plan.stack_base)
         auxv = host.auxv + plan.auxv + _creds_auxv() + list(extra_auxv)

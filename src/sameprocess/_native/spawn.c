@@ -37,11 +37,12 @@
 #define SECCOMP_FILTER_FLAG_SPEC_ALLOW (1UL << 2)
 #define KERNEL_SIGSET_SIZE 8
 
-/* _native.py packs the spec with struct.Struct("<6Q5Q2I3i3iI16s4x"). */
+/* _native.py packs the spec with struct.Struct("<6Q5Q2I3i3iI16si"). */
 _Static_assert(sizeof(struct sp_child_spec) == 144, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, n_keep_fds) == 88, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, stdio) == 96, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, comm) == 124, "CHILD_SPEC in _native.py");
+_Static_assert(offsetof(struct sp_child_spec, host_cpu) == 140, "CHILD_SPEC in _native.py");
 _Static_assert(sizeof(struct sp_rlimit) == 24, "RLIMIT in _native.py");
 
 /* The kernel's struct sigaction layout (not libc's). */
@@ -128,10 +129,35 @@ static void child_process_state(const struct sp_child_spec *spec)
     CHILD_CALL(spec, SP_STEP_COMM, SYSCALL(SYS_prctl, PR_SET_NAME, spec->comm, 0, 0, 0, 0));
 }
 
+/* exec is where the kernel moves a new program to the idlest CPU
+ * (sched_exec); a clone has no such point, and the scheduler starts the
+ * child on its parent's CPU.  There the host, woken by the report, would
+ * wait behind the whole program instead of running beside it.  So a child
+ * that finds itself on the host's CPU steps off it by narrowing its
+ * affinity for a moment, then puts back exactly the mask it had. */
+static void child_leave_host_cpu(const struct sp_child_spec *spec)
+{
+    enum { WORDS = 16 };  /* 1024 CPUs */
+    uint32_t cpu = 0;
+    uint64_t mask[WORDS], others[WORDS];
+    if (SYSCALL(SYS_getcpu, &cpu, 0, 0, 0, 0, 0) < 0 || (int32_t)cpu != spec->host_cpu)
+        return;
+    long size = SYSCALL(SYS_sched_getaffinity, 0, sizeof mask, mask, 0, 0, 0);
+    if (size <= 0 || cpu >= (uint64_t)size * 8)
+        return;
+    uint64_t any = 0;
+    for (long i = 0; i < size / 8; i++)
+        any |= others[i] = mask[i] & ~(i == cpu / 64 ? 1ULL << (cpu % 64) : 0);
+    if (!any || SYSCALL(SYS_sched_setaffinity, 0, size, others, 0, 0, 0) < 0)
+        return;  /* no other CPU it may use: stay */
+    CHILD_CALL(spec, SP_STEP_AFFINITY, SYSCALL(SYS_sched_setaffinity, 0, size, mask, 0, 0, 0));
+}
+
 __attribute__((noreturn)) static void child_main(void *arg)
 {
     const struct sp_child_spec *spec = arg;
 
+    child_leave_host_cpu(spec);
     child_signals(spec);
     child_process_state(spec);
     child_fds(spec);
@@ -155,8 +181,10 @@ __attribute__((noreturn)) static void child_main(void *arg)
     sp_enter(entry, initial_sp);
 }
 
-long sp_spawn(const struct sp_child_spec *spec, int32_t *pidfd_out)
+long sp_spawn(struct sp_child_spec *spec, int32_t *pidfd_out)
 {
+    uint32_t cpu = 0;
+    spec->host_cpu = SYSCALL(SYS_getcpu, &cpu, 0, 0, 0, 0, 0) < 0 ? -1 : (int32_t)cpu;
     /* Block everything (including libc's internal signals) so that no signal
      * is delivered to the child before its dispositions are reset. */
     uint64_t all = ~0ULL, old = 0;

@@ -31,6 +31,7 @@ enum sp_step {
     SP_STEP_NO_NEW_PRIVS,
     SP_STEP_SECCOMP,
     SP_STEP_SIGMASK,
+    SP_STEP_AFFINITY,
 };
 
 /* What the child stores in spec->failure when a step fails. */
@@ -66,11 +67,12 @@ struct sp_child_spec {
     int32_t pgid;               /* with SP_SET_PGID */
     uint32_t flags;
     char comm[16];              /* PR_SET_NAME, NUL-terminated */
+    int32_t host_cpu;           /* set by sp_spawn: the CPU it called clone3 on */
 };
 
 
 /* Returns the new PID and stores a pidfd, or returns -errno. */
-long sp_spawn(const struct sp_child_spec *spec, int32_t *pidfd_out);
+long sp_spawn(struct sp_child_spec *spec, int32_t *pidfd_out);
 
 /* Per-architecture assembly (arch/<machine>.S). */
 long sp_clone3(void *clone_args, unsigned long size, void (*fn)(void *), void *arg);
