@@ -22,25 +22,44 @@ PT_LOAD = int(PType.LOAD)
 def object_span(bias: int) -> tuple[int, int] | None:
     """[start, end) of the object whose ELF header is mapped at `bias`."""
     # Usually the program headers follow the ELF header: read both at once.
-    head = _mm.peek(bias, EHDR.size + 16 * PHDR.size) or _mm.peek(bias, EHDR.size)
+    head = _mm.peek(bias, HEAD_SIZE) or _mm.peek(bias, EHDR.size)
     if head is None or head[:4] != b"\x7fELF":
         return None
+    # The same library comes back with every program: the same headers
+    # give the same p_vaddr range, parsed once.
+    loads = _load_ranges.get(head) or _load_range(bias, head)
+    if loads is None:
+        return None
+    start, end = page_down(bias + loads[0]), page_up(bias + loads[1])
+    if not 0 < start < end <= USER_TOP:
+        return None
+    return start, end
+
+
+HEAD_SIZE = EHDR.size + 16 * PHDR.size
+_load_ranges: dict[bytes, tuple[int, int]] = {}
+
+
+def _load_range(bias: int, head: bytes) -> tuple[int, int] | None:
+    """(lowest p_vaddr, highest p_vaddr + p_memsz) of the PT_LOAD headers."""
     (_, _, _, _, _, phoff, _, _, _, phentsize, phnum, _, _, _) = EHDR.unpack_from(head)
     if phentsize != PHDR.size or not 0 < phnum <= 512:
         return None
     table = head[phoff:phoff + phnum * PHDR.size]
-    if len(table) != phnum * PHDR.size:
+    in_head = len(table) == phnum * PHDR.size
+    if not in_head:
         table = _mm.peek(bias + phoff, phnum * PHDR.size)
     if table is None:
         return None
     loads = [(p[3], p[3] + p[6]) for p in PHDR.iter_unpack(table) if p[0] == PT_LOAD]
     if not loads:
         return None
-    start = page_down(bias + min(loads)[0])
-    end = page_up(bias + max(end for _, end in loads))
-    if not 0 < start < end <= USER_TOP:
-        return None
-    return start, end
+    found = (min(loads)[0], max(end for _, end in loads))
+    if in_head:  # keyed by the bytes that decided it, nothing else
+        if len(_load_ranges) >= 64:
+            _load_ranges.clear()
+        _load_ranges[head] = found
+    return found
 
 
 def link_map_biases(r_debug_addr: int) -> list[int]:

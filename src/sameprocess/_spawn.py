@@ -109,10 +109,11 @@ def check_arg_sizes(argv: list[bytes], envp: list[bytes], soft: int | None = Non
     if soft != resource.RLIM_INFINITY:
         limit = min(limit, soft // 4)
     limit = max(limit, ARG_MAX) - (max(len(argv), 1) + len(envp)) * 8
-    longest = max(map(len, argv), default=0), max(map(len, envp), default=0)
-    if max(longest) + 1 > MAX_ARG_STRLEN:
-        raise OSError(errno.E2BIG, f"argument or environment string of {max(longest)} bytes is too long")
-    total = sum(map(len, argv)) + sum(map(len, envp)) + len(argv) + len(envp)
+    lengths = [*map(len, argv), *map(len, envp)]
+    longest = max(lengths) if lengths else 0
+    if longest + 1 > MAX_ARG_STRLEN:
+        raise OSError(errno.E2BIG, f"argument or environment string of {longest} bytes is too long")
+    total = sum(lengths) + len(lengths)
     if limit <= 0 or total > limit:
         raise OSError(errno.E2BIG, os.strerror(errno.E2BIG) + f" ({total} bytes of arguments and environment)")
 

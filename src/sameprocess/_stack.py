@@ -16,6 +16,7 @@ from operator import add
 from ._auxv import AT
 
 WORD = 8
+RANDOM_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,9 @@ def build(top: int, argv: list[bytes], envp: list[bytes], execfn: bytes,
     `random16` and AT_EXECFN at `execfn`.  Pure: the result is returned,
     not written.
     """
-    # The string area, in ascending address order: random16, then each
-    # string NUL-terminated, then the end marker.
-    texts = [*strings.values(), *argv, *envp, execfn]
-    area = b"".join((random16, b"\0".join(texts), b"\0", b"\0" * WORD))
-    strings_base = top - len(area)
-    first = strings_base + len(random16)
-    # Address of each string: the first one, then one past each NUL
-    # (len + 1 summed up, without a Python-level loop).
-    addresses = list(accumulate(map(add, map(len, texts[:-1]), repeat(1)), initial=first))
+    tail, offsets = _string_area(argv, envp, execfn, strings)
+    strings_base = top - len(random16) - len(tail)
+    addresses = [strings_base + offset for offset in offsets]
     n_str, n_arg = len(strings), len(argv)
     arg_addrs = addresses[n_str:n_str + n_arg]
     env_addrs = addresses[n_str + n_arg:-1]
@@ -55,5 +50,31 @@ def build(top: int, argv: list[bytes], envp: list[bytes], execfn: bytes,
     # argc must sit 16-byte aligned: pad between the table and the strings.
     sp = (strings_base - len(table) * WORD) & ~15
     pad = strings_base - sp - len(table) * WORD
-    data = b"".join((struct.pack(f"<{len(table)}Q", *table), b"\0" * pad, area))
+    data = b"".join((struct.pack(f"<{len(table)}Q", *table), b"\0" * pad, random16, tail))
     return InitialStack(sp=sp, data=data)
+
+
+_areas: dict[tuple, tuple[bytes, tuple[int, ...]]] = {}
+
+
+def _string_area(argv: list[bytes], envp: list[bytes], execfn: bytes,
+                 strings: dict[int, bytes]) -> tuple[bytes, tuple[int, ...]]:
+    """The string area after AT_RANDOM's 16 bytes, and where each string
+    starts in the whole area (random bytes first).
+
+    In ascending address order: each string NUL-terminated, then the end
+    marker.  Kept for the last few argument lists: a program started again
+    with the same arguments and environment reuses it.
+    """
+    key = (tuple(argv), tuple(envp), execfn, tuple(strings.items()))
+    area = _areas.get(key)
+    if area is None:
+        texts = [*strings.values(), *argv, *envp, execfn]
+        tail = b"".join((b"\0".join(texts), b"\0", b"\0" * WORD))
+        # Each string starts one past the previous one's NUL (len + 1
+        # summed up, without a Python-level loop).
+        offsets = tuple(accumulate(map(add, map(len, texts[:-1]), repeat(1)), initial=RANDOM_SIZE))
+        if len(_areas) >= 32:
+            _areas.clear()
+        area = _areas[key] = (tail, offsets)
+    return area
