@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -104,6 +105,46 @@ def test_sessions_and_process_groups(space, build):
     assert state["sid"] == state["pid"] == state["pgrp"]
     state = procstate(space, build, process_group=0)
     assert state["pgrp"] == state["pid"] and int(state["sid"]) == os.getsid(0)
+
+
+def _cpu_list(cpus) -> str:
+    """/proc's Cpus_allowed_list form of a set of CPUs: 0-1,3."""
+    runs, out = [], []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    for lo, hi in runs:
+        out.append(str(lo) if lo == hi else f"{lo}-{hi}")
+    return ",".join(out)
+
+
+def procstate_from_a_thread_on(cpus, space, build) -> dict:
+    """procstate started from a host thread whose affinity is `cpus`."""
+    result = {}
+
+    def start():
+        os.sched_setaffinity(0, cpus)  # this thread only
+        result.update(procstate(space, build))
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    return result
+
+
+def test_a_program_keeps_exactly_the_affinity_of_the_thread_that_started_it(space, build):
+    # The child path may step off the host's CPU for a moment (as exec
+    # rebalances); what the program starts with is the caller's mask.
+    allowed = os.sched_getaffinity(0)
+    assert procstate(space, build)["Cpus_allowed_list"] == _cpu_list(allowed)
+    for cpu in sorted(allowed):
+        state = procstate_from_a_thread_on({cpu}, space, build)
+        assert state["Cpus_allowed_list"] == str(cpu)
+    if len(allowed) > 1:
+        pair = set(sorted(allowed)[:2])
+        assert procstate_from_a_thread_on(pair, space, build)["Cpus_allowed_list"] == _cpu_list(pair)
 
 
 def _mm_start_brk() -> int:
