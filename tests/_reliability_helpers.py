@@ -46,23 +46,42 @@ def footprint(pid: int) -> Footprint:
                      status_field(pid, "VmRSS"), status_field(pid, "VmSize"))
 
 
-def footprint_once(pid: int, ok: Callable[[Footprint], bool], what: str) -> Footprint:
-    """The footprint of `pid` once ok(footprint) holds.
+def _answered(socket_path: str) -> None:
+    """A LIST on a new connection, read until the server closes it."""
+    from sameprocess._server.framing import send_frame
+    from sameprocess._server.protocol import ListPrograms
 
-    The space gives a dead program's images back before its exit is
-    reported, but the server closes that launcher's connection (and frees
-    what served it) only after sending EXITED, so the figures settle a
-    little after the last reply.  Deadline: TIMEOUT, then the last figures
-    are in the failure.
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(socket_path)
+        send_frame(sock, ListPrograms(), [])
+        while sock.recv(65536):
+            pass
+
+
+def answered_footprint(srv) -> Footprint:
+    """The footprint of the server `srv` (a ServerProc) once it has dealt
+    with everything that happened before this call.
+
+    The server is one selector thread.  It closes a connection right after
+    the reply that ends it (EXITED, PROGRAMS...), and when the peer hangs up;
+    a launcher that has exited hung up before this call connects.  A LIST on
+    a new connection is read only after the selector has handled all of
+    that, and the server closing this connection (EOF here) means its own
+    descriptor is gone too.  The space gives a program's images back before
+    EXITED is sent.  So one sample after the round trip is final: nothing to
+    poll for.
     """
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        current = footprint(pid)
-        if ok(current):
-            return current
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {current} after {TIMEOUT} s")
-        time.sleep(0.01)
+    _answered(srv.path)
+    return footprint(srv.pid)
+
+
+def checked_footprint(srv, ok: Callable[[Footprint], bool], what: str) -> Footprint:
+    """answered_footprint(srv), which must satisfy ok()."""
+    current = answered_footprint(srv)
+    if not ok(current):
+        raise AssertionError(f"{what}: the server is at {current}")
+    return current
 
 
 def holds_mem_fd(pid: int) -> bool:
@@ -72,21 +91,12 @@ def holds_mem_fd(pid: int) -> bool:
     return any(os.readlink(f"{fd_dir}/{fd}") == f"/proc/{pid}/mem" for fd in os.listdir(fd_dir))
 
 
-def settled_footprint(pid: int, interval: float = 0.05) -> Footprint:
-    """The baseline of an idle server after its warm-up runs: once it holds
-    its one lazily opened descriptor (holds_mem_fd) and the same figures are
-    read twice, `interval` apart (the last connection's close, after its
-    EXITED, takes far less than `interval`)."""
-    deadline = time.monotonic() + TIMEOUT
-    last = None
-    while True:
-        current = footprint(pid)
-        if holds_mem_fd(pid) and last is not None and (current.fds, current.maps) == (last.fds, last.maps):
-            return current
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the server's footprint did not settle: {last} then {current}")
-        last = current
-        time.sleep(interval)
+def baseline_footprint(srv) -> Footprint:
+    """The baseline of an idle server after its warm-up runs, which opened
+    its one lazily opened descriptor (holds_mem_fd)."""
+    current = answered_footprint(srv)
+    assert holds_mem_fd(srv.pid), "the warm-up runs did not reclaim a program"
+    return current
 
 
 def children_of(pid: int) -> dict[int, str]:

@@ -29,7 +29,7 @@ import subprocess
 import pytest
 
 from _reliability_helpers import (
-    MIB, children_of, footprint_once, settled_footprint, signal_mask, status_field,
+    MIB, children_of, checked_footprint, baseline_footprint, signal_mask, status_field,
 )
 from _server_helpers import (  # noqa: F401  (fixtures)
     SP, TIMEOUT, ServerProc, clean_env, private_dir, proc_state, read_line, server, sockdir, wait_until,
@@ -74,7 +74,7 @@ class Neighbourhood:
 def town(tmp_path_factory, build):
     srv = ServerProc(private_dir(tmp_path_factory.mktemp("faults")), "--request-timeout", "5")
     try:
-        assert srv.run(build("hello.c")).returncode == 0   # one reclaim done: settled_footprint works
+        assert srv.run(build("hello.c")).returncode == 0   # one reclaim done: baseline_footprint works
         neighbourhood = Neighbourhood(srv, build("fault_echo.c"))
         yield neighbourhood
         neighbourhood.finish()
@@ -178,7 +178,7 @@ def test_a_program_blocking_all_signals_holds_them_until_sigkill(town, build):
 
 # -- heap exhaustion ---------------------------------------------------------------------------
 def test_a_program_exhausting_its_heap_fails_alone(town, build):
-    before = settled_footprint(town.srv.pid)
+    before = baseline_footprint(town.srv)
     bound = before.vm_kib * 1024 + HEAP_HEADROOM
     launcher = town.srv.launch(build("fault_heap.c"), str(16 * 1024),
                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (bound, bound)))
@@ -205,14 +205,14 @@ def test_a_program_exhausting_its_heap_fails_alone(town, build):
     # The exhauster gave its 1 MiB blocks back with free(); what stays is the
     # per-run leftover of docs/architecture.md (the 8 MiB of `big` stay: it
     # exited without freeing them).
-    footprint_once(town.srv.pid, lambda after: (after.fds == before.fds)
+    checked_footprint(town.srv, lambda after: (after.fds == before.fds)
                    and (after.vm_kib - before.vm_kib < (8 + 16) * 1024),
                    what="the exhauster's memory given back")
 
 
 # -- a thousand threads --------------------------------------------------------------------------
 def test_a_program_with_a_thousand_threads(town, build):
-    before = settled_footprint(town.srv.pid)
+    before = baseline_footprint(town.srv)
     launcher = town.srv.launch(build("fault_threads.c"), str(THREADS), "5")
     assert read_line(launcher.stdout) == f"{THREADS} threads running\n".encode()
     pid = town.srv.program_of(launcher.pid)["pid"]
@@ -227,7 +227,7 @@ def test_a_program_with_a_thousand_threads(town, build):
     town.answers()
     # Thread stacks cannot be attributed after exit and stay mapped
     # (docs/architecture.md): a stack and its guard page per thread.
-    footprint_once(town.srv.pid, lambda after: (after.fds == before.fds)
+    checked_footprint(town.srv, lambda after: (after.fds == before.fds)
                    and (after.maps - before.maps <= 2 * THREADS + 64),
                    what="the threaded program's images given back")
 

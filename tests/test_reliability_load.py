@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from _reliability_helpers import SpawnClient, children_of, footprint, footprint_once, settled_footprint
+from _reliability_helpers import SpawnClient, children_of, footprint, checked_footprint, baseline_footprint
 from _server_helpers import ServerProc, proc_state, server, sockdir, wait_until  # noqa: F401  (fixtures)
 
 LAUNCHERS = 64
@@ -52,14 +52,14 @@ def test_sixty_four_launchers_fifty_runs_each(server, build):
     for _ in range(10):            # first runs grow caches and the first heaps: not leftovers
         assert server.run(hello).returncode == 0
         assert server.run(exit_code, "3").returncode == 3
-    before = settled_footprint(server.pid)
+    before = baseline_footprint(server)
     with ThreadPoolExecutor(LAUNCHERS) as pool:
         wrong = [w for ws in pool.map(lambda i: _one_launcher(server, hello, exit_code, i),
                                       range(LAUNCHERS)) for w in ws]
     assert wrong == []
     assert children_of(server.pid) == {}, "every program reaped, no zombie"
     runs = LAUNCHERS * RUNS_EACH
-    after = footprint_once(server.pid, lambda after: (after.fds == before.fds)
+    after = checked_footprint(server, lambda after: (after.fds == before.fds)
                            and (after.maps - before.maps <= MAPS_PER_RUN * runs),
                            what=f"back to {before.fds} descriptors and at most {MAPS_PER_RUN:g} mappings per run")
     print(f"\n{runs} launcher runs: before {before}; after {after}")
@@ -95,7 +95,7 @@ def test_a_thousand_programs_alive_at_once(sockdir, build, descriptors_for_a_tho
             assert pid is not None, "a sleeper blocks: it cannot exit before STARTED"
             assert srv.cli("kill", "-s", "KILL", str(pid)).returncode == 0
             assert warm_up.exited() == -9
-        before = settled_footprint(srv.pid)
+        before = baseline_footprint(srv)
         for _ in range(PROGRAMS_AT_ONCE):
             client = SpawnClient(srv.path, [sleeper], (stdin_r, null, null))
             assert client.started() is not None, "a sleeper blocks: it cannot exit before STARTED"
@@ -109,7 +109,7 @@ def test_a_thousand_programs_alive_at_once(sockdir, build, descriptors_for_a_tho
         assert (killed.returncode, killed.stderr) == (0, "")
         assert [c.exited() for c in clients] == [-9] * PROGRAMS_AT_ONCE
         assert children_of(srv.pid) == {}, "every program reaped, no zombie"
-        after = footprint_once(srv.pid, lambda after: (after.fds == before.fds)
+        after = checked_footprint(srv, lambda after: (after.fds == before.fds)
                                and (after.maps - before.maps <= MAPS_PER_RUN * PROGRAMS_AT_ONCE),
                                what=f"back to {before.fds} descriptors and at most {MAPS_PER_RUN:g} "
                                     "mappings per program")

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from _reliability_helpers import SpawnClient, children_of, footprint_once, settled_footprint
+from _reliability_helpers import SpawnClient, children_of, checked_footprint, baseline_footprint
 from _server_helpers import ServerProc, read_line, sockdir  # noqa: F401  (fixtures)
 
 SOAK_SECONDS = float(os.environ.get("SAMEPROCESS_SOAK_SECONDS", "150"))
@@ -82,7 +82,7 @@ def test_soak_spawn_exit_cycles_stay_flat(sockdir, build):
     try:
         for n in range(2 * LAUNCHER_EVERY):              # warm-up: first heaps, caches, the mem fd
             _cycle(srv, hello, n, null)
-        samples = [(0, settled_footprint(srv.pid))]
+        samples = [(0, baseline_footprint(srv))]
         deadline = time.monotonic() + SOAK_SECONDS
         cycles = 0
         while time.monotonic() < deadline or len(samples) < 4:
@@ -92,8 +92,8 @@ def test_soak_spawn_exit_cycles_stay_flat(sockdir, build):
                 # Sampled once this cycle's program has been reclaimed: its
                 # images gone, at most its leftover pages more than before.
                 base = samples[-1][1]
-                samples.append((cycles, footprint_once(
-                    srv.pid, lambda f: f.maps <= base.maps + MAPS_PER_RUN * SAMPLE_EVERY + 16,
+                samples.append((cycles, checked_footprint(
+                    srv, lambda f: f.maps <= base.maps + MAPS_PER_RUN * SAMPLE_EVERY + 16,
                     what=f"cycle {cycles}: the mappings of reaped programs given back")))
         assert children_of(srv.pid) == {}
         start, end = samples[0][1], samples[-1][1]
