@@ -19,15 +19,19 @@ MAX_OBJECTS = 4096
 PT_LOAD = int(PType.LOAD)
 
 
-def object_span(bias: int) -> tuple[int, int] | None:
-    """[start, end) of the object whose ELF header is mapped at `bias`."""
+def object_span(bias: int, header_at: int | None = None) -> tuple[int, int] | None:
+    """[start, end) of the object loaded at `bias`, from its own headers in
+    memory; they sit at the bias unless `header_at` says where (a non-PIE
+    executable's first segment maps them at its link address)."""
+    if header_at is None:
+        header_at = bias
     # Usually the program headers follow the ELF header: read both at once.
-    head = _mm.peek(bias, HEAD_SIZE) or _mm.peek(bias, EHDR.size)
+    head = _mm.peek(header_at, HEAD_SIZE) or _mm.peek(header_at, EHDR.size)
     if head is None or head[:4] != b"\x7fELF":
         return None
     # The same library comes back with every program: the same headers
     # give the same p_vaddr range, parsed once.
-    loads = _load_ranges.get(head) or _load_range(bias, head)
+    loads = _load_ranges.get(head) or _load_range(header_at, head)
     if loads is None:
         return None
     start, end = page_down(bias + loads[0]), page_up(bias + loads[1])
@@ -40,7 +44,7 @@ HEAD_SIZE = EHDR.size + 16 * PHDR.size
 _load_ranges: dict[bytes, tuple[int, int]] = {}
 
 
-def _load_range(bias: int, head: bytes) -> tuple[int, int] | None:
+def _load_range(header_at: int, head: bytes) -> tuple[int, int] | None:
     """(lowest p_vaddr, highest p_vaddr + p_memsz) of the PT_LOAD headers."""
     (_, _, _, _, _, phoff, _, _, _, phentsize, phnum, _, _, _) = EHDR.unpack_from(head)
     if phentsize != PHDR.size or not 0 < phnum <= 512:
@@ -48,7 +52,7 @@ def _load_range(bias: int, head: bytes) -> tuple[int, int] | None:
     table = head[phoff:phoff + phnum * PHDR.size]
     in_head = len(table) == phnum * PHDR.size
     if not in_head:
-        table = _mm.peek(bias + phoff, phnum * PHDR.size)
+        table = _mm.peek(header_at + phoff, phnum * PHDR.size)
     if table is None:
         return None
     loads = [(p[3], p[3] + p[6]) for p in PHDR.iter_unpack(table) if p[0] == PT_LOAD]

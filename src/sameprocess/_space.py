@@ -211,12 +211,13 @@ class Space:
 
 
 def _main_span(launch: Launch, bias: int) -> tuple[int, int] | None:
-    """The executable ld.so mapped (direct mode), checked by its ELF header."""
-    exe = launch.main
-    first = exe.loads[0]
-    if first.offset != 0 or _mm.peek(bias + first.vaddr, 4) != b"\x7fELF":
+    """The executable ld.so mapped (direct mode), from the headers in its
+    first page: what ld.so mapped, even if the file changed after the spawn
+    looked at it."""
+    first = launch.main.loads[0]
+    if first.offset != 0:
         return None
-    return bias + exe.span_start, bias + exe.span_end
+    return object_span(bias, header_at=bias + first.vaddr)
 
 
 def _kernel_ranges() -> list[tuple[int, int]]:

@@ -203,9 +203,9 @@ class ExeFile:
         self.target, self.fd, self.image = target, -1, image
 
     def open(self) -> tuple[int, ElfImage]:
+        """The descriptor and the parse of the bytes behind it (the file may
+        have changed since it was found: the image is then a new one)."""
         if self.fd < 0:
-            # The parse that goes with these bytes: the file may have changed
-            # since it was found.
             self.fd, self.image = _elf.open_image(self.target.path)
         return self.fd, self.image
 
@@ -223,7 +223,9 @@ def plan_and_map(exe: ElfImage, exe_file: ExeFile, target: Target, regions: _loa
     mapped here, so that both are one region to unmap.
     """
     if exe.interp is None:
-        exe_fd, exe = exe_file.open()
+        exe_fd, opened = exe_file.open()
+        if opened is not exe:  # changed since it was found: plan for what was opened
+            return plan_and_map(opened, exe_file, target, regions, below)
         image = _loader.load_image(exe, exe_fd, regions, 0 if exe.etype == EType.EXEC else below)
         return Plan(image.entry, _image_auxv(image, 0, image.entry), target.argv, None,
                     _stack_below(image, below))
@@ -238,7 +240,9 @@ def plan_and_map(exe: ElfImage, exe_file: ExeFile, target: Target, regions: _loa
             argv = [interp.path.encode(), b"--argv0", target.argv[0], target.path.encode()] + target.argv[1:]
             return Plan(ldso.entry, _image_auxv(ldso, ldso.bias, ldso.entry), argv,
                         ldso.bias + interp.dynamic_symbols["_r_debug"], _stack_below(ldso, below))
-        exe_fd, exe = exe_file.open()
+        exe_fd, opened = exe_file.open()
+        if opened is not exe:
+            return plan_and_map(opened, exe_file, target, regions, below)
         main = _loader.load_image(exe, exe_fd, regions)
         ldso = _loader.load_image(interp, interp_fd, regions, below)
         r_debug = interp.dynamic_symbols.get("_r_debug")
@@ -288,6 +292,7 @@ def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = 
             plan = plan_and_map(exe, exe_file, target, regions, _loader.stack_reservation(size))
         finally:
             exe_file.close()
+        exe = exe_file.image  # the parse the plan was made for
         check_arg_sizes(plan.argv, spec.envp, stack_limit)
         stack = _loader.map_stack(size, exe.stack_exec, regions, plan.stack_base)
         auxv = host.auxv + plan.auxv + _creds_auxv() + list(extra_auxv)
