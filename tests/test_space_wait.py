@@ -1,12 +1,23 @@
-"""Waiting and starting, interrupted or concurrent: every program is still
-reaped by the reaper thread, and a spawn interrupted after its clone leaves
-no process behind."""
+"""Waiting and starting, interrupted or concurrent: a waiting thread reaps
+its program itself, a wait that gives up leaves it to the reaper thread, and
+a spawn interrupted after its clone leaves no process behind."""
 import os
 import signal
 import subprocess
 import threading
 
 import pytest
+
+
+def test_the_waiting_thread_reaps_its_program_itself(space, build):
+    p = space.Popen([build("sleeper.c")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    reaped_in = []
+    p.add_exit_callback(lambda _p: reaped_in.append(threading.current_thread()))
+    p.stdin.close()
+    assert p.wait(timeout=60) == 0
+    assert reaped_in == [threading.current_thread()] and p.pidfd == -1
+    p.stdout.close()
 
 
 def test_two_threads_waiting_for_one_program(space, build):
