@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 from typing import Callable
 
-from ._elf import cached_image
+from ._elf import ElfImage, cached_image
 from ._errors import ExecError
 
 MAX_SHEBANG = 256
@@ -20,6 +20,7 @@ class Target:
     argv: list[bytes]   # after #! rewriting
     execfn: bytes       # the name exec was called with (AT_EXECFN, comm)
     stat: os.stat_result  # of path, when it was found
+    image: ElfImage | None  # its parse, if a file of that identity was parsed before
 
 
 def _absolute(path: bytes, cwd: bytes | None) -> bytes:
@@ -85,9 +86,10 @@ def resolve(file: bytes, argv: list[bytes], cwd: bytes | None,
     path, execfn, st = find(file, cwd, env_path)
     for _ in range(MAX_SCRIPT_DEPTH + 1):
         # A file parsed as ELF before, and unchanged since, is no script.
-        script = None if cached_image(os.fsdecode(path), st) else _shebang(path)
+        image = cached_image(os.fsdecode(path), st)
+        script = None if image is not None else _shebang(path)
         if script is None:
-            return Target(os.fsdecode(path), argv, execfn, st)
+            return Target(os.fsdecode(path), argv, execfn, st, image)
         interp, arg = script
         argv = [interp] + ([arg] if arg else []) + [path] + argv[1:]
         try:

@@ -279,7 +279,7 @@ def _move_above_stdio(fd: int, target: int, moved: list[int]) -> int:
 
 def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = ()) -> Launch:
     target = resolve(spec.file, spec.argv, spec.cwd, spec.env_path)
-    exe_file = ExeFile(target, _elf.cached_image(target.path, target.stat))
+    exe_file = ExeFile(target, target.image)
     if exe_file.image is None:
         exe_file.open()  # first sight of this file: parse and validate it now
     exe = exe_file.image

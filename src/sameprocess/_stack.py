@@ -16,7 +16,6 @@ from operator import add
 from ._auxv import AT
 
 WORD = 8
-RANDOM_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,8 @@ def build(top: int, argv: list[bytes], envp: list[bytes], execfn: bytes,
     """
     tail, offsets = _string_area(argv, envp, execfn, strings)
     strings_base = top - len(random16) - len(tail)
-    addresses = [strings_base + offset for offset in offsets]
+    first = strings_base + len(random16)
+    addresses = [first + offset for offset in offsets]
     n_str, n_arg = len(strings), len(argv)
     arg_addrs = addresses[n_str:n_str + n_arg]
     env_addrs = addresses[n_str + n_arg:-1]
@@ -59,8 +59,8 @@ _areas: dict[tuple, tuple[bytes, tuple[int, ...]]] = {}
 
 def _string_area(argv: list[bytes], envp: list[bytes], execfn: bytes,
                  strings: dict[int, bytes]) -> tuple[bytes, tuple[int, ...]]:
-    """The string area after AT_RANDOM's 16 bytes, and where each string
-    starts in the whole area (random bytes first).
+    """The string area after AT_RANDOM's bytes, and where in it each
+    string starts.
 
     In ascending address order: each string NUL-terminated, then the end
     marker.  Kept for the last few argument lists: a program started again
@@ -73,7 +73,7 @@ def _string_area(argv: list[bytes], envp: list[bytes], execfn: bytes,
         tail = b"".join((b"\0".join(texts), b"\0", b"\0" * WORD))
         # Each string starts one past the previous one's NUL (len + 1
         # summed up, without a Python-level loop).
-        offsets = tuple(accumulate(map(add, map(len, texts[:-1]), repeat(1)), initial=RANDOM_SIZE))
+        offsets = tuple(accumulate(map(add, map(len, texts[:-1]), repeat(1)), initial=0))
         if len(_areas) >= 32:
             _areas.clear()
         area = _areas[key] = (tail, offsets)
