@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from _reliability_helpers import children_of
 from sameprocess import ExecError, _mm
 from sameprocess._elf import EHDR, PHDR
 
@@ -27,12 +28,8 @@ def loader_mappings():
             if m.perms.startswith("---") or (m.path.startswith("/") and "python3" not in m.path)}
 
 
-def children():
-    out = []
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/children") as f:
-            out += f.read().split()
-    return out
+def children() -> set[int]:
+    return set(children_of(os.getpid()))
 
 
 @contextlib.contextmanager

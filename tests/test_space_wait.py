@@ -8,6 +8,8 @@ import threading
 
 import pytest
 
+from _reliability_helpers import children_of
+
 
 def test_the_waiting_thread_reaps_its_program_itself(space, build):
     p = space.Popen([build("sleeper.c")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -85,21 +87,13 @@ def test_an_interrupted_wait_leaves_the_program_to_the_reaper(space, build):
     p.stdout.close()
 
 
-def _children():
-    out = []
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/children") as f:
-            out += f.read().split()
-    return out
-
-
 def test_an_exception_while_the_child_starts_leaves_no_process(space, build, monkeypatch):
     """Interrupted between clone and the child's report (a KeyboardInterrupt,
     say), the spawn kills and reaps the child before unmapping its stack."""
     from sameprocess import _spawn
     hello = build("hello.c")
     space.run([hello], stdout=subprocess.DEVNULL)  # warm up
-    before = _children()
+    before = set(children_of(os.getpid()))
 
     class Interrupted(BaseException):
         pass
@@ -110,6 +104,6 @@ def test_an_exception_while_the_child_starts_leaves_no_process(space, build, mon
     monkeypatch.setattr(_spawn, "_wait_for_report", interrupted)
     with pytest.raises(Interrupted):
         space.Popen([hello], stdout=subprocess.DEVNULL)
-    assert _children() == before and space.programs() == []
+    assert set(children_of(os.getpid())) == before and space.programs() == []
     monkeypatch.undo()
     assert space.run([hello], stdout=subprocess.DEVNULL).returncode == 0
