@@ -11,6 +11,8 @@ a C hello, with subprocess.run as the yardstick.  Medians per run:
                    the next program runs (before its waiter sleeps)
   spare mapped     an ld.so image and a stack are mapped while the previous
                    program runs, and the next spawn takes them
+  seccomp filter   each program attaches the seccomp brk filter, as where
+                   the kernel refuses PR_SET_MM_MAP (and as before it was used)
   text populated   ld.so's read-only segments mapped with MAP_POPULATE
   stack populated  the top 64 KiB of each stack prefaulted
                    (MADV_POPULATE_WRITE)
@@ -30,7 +32,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import _build  # noqa: E402  (the tests' program builder; no pytest needed)
 
-from sameprocess import Space, _elf, _loader, _mm, _space, _spawn  # noqa: E402
+from sameprocess import Space, _elf, _loader, _mm, _native, _space, _spawn  # noqa: E402
+from sameprocess._brk import seccomp_program  # noqa: E402
 
 BLOCK = 40
 AS_BUILT = {"on_exit": _space.Space._on_exit, "reap_here": _space.Space._reap_here,
@@ -109,6 +112,20 @@ def spare_mapped(interp: str) -> dict:
             "after_block": give_back}
 
 
+def seccomp_attached() -> dict:
+    saved: dict = {}
+
+    def before_block(space) -> None:
+        host = saved["host"] = space._host
+        saved["state"] = (host.seccomp, host.need_nnp)
+        host.seccomp = _native.SeccompProgram(seccomp_program(host.guard))
+        host.need_nnp = not _spawn._has_cap_sys_admin()
+
+    def after_block() -> None:
+        saved["host"].seccomp, saved["host"].need_nnp = saved["state"]
+    return {"before_block": before_block, "after_block": after_block}
+
+
 def text_populated() -> dict:
     def mmap(addr, length, prot, flags, fd=-1, offset=0):
         if fd >= 0 and not prot & _mm.PROT_WRITE:
@@ -141,7 +158,8 @@ def main() -> None:
     hello = _build.Builder(os.environ.get("SAMEPROCESS_TEST_CACHE") or "/tmp/sp-cache")("hello.c")
     interp = _elf.load(hello).interp
     variants = {"as built": {}, "reaper reaps": reaper_reaps(), "unmaps deferred": unmaps_deferred(),
-                "spare mapped": spare_mapped(interp), "text populated": text_populated(),
+                "spare mapped": spare_mapped(interp), "seccomp filter": seccomp_attached(),
+                "text populated": text_populated(),
                 "stack populated": stack_populated()}
     times: dict[str, list[float]] = {name: [] for name in [*variants, "subprocess.run"]}
     with Space() as space:
@@ -150,6 +168,7 @@ def main() -> None:
         for _ in range(args.blocks):
             for name, variant in variants.items():
                 use(variant)
+                variant.get("before_block", lambda _space: None)(space)
                 for _ in range(BLOCK):
                     t = time.perf_counter()
                     space.run([hello], stdout=subprocess.DEVNULL)

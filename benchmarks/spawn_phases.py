@@ -1,11 +1,11 @@
-"""Where the host's time goes in one `space.Popen([hello]).wait()`.
+"""Where the time goes in one `space.run([hello])`, phase by phase.
 
-Stamps the entry of each phase of the spawn path (the functions are wrapped
-only to take a timestamp, so caches stay as cold as in real use: the program
-runs in between), then prints the median time from each phase's start to
-the next one's, over N runs of a C hello, and the time from the last phase
-until wait() returned (the child path, the program, its reaping and
-reclamation).
+Stamps each phase of the spawn, the program's run, its reaping and the
+reclamation after it (the functions are wrapped only to take a timestamp,
+so caches stay as cold as in real use), then prints the median time from
+each phase's start to the next one's over N runs of a C hello.  For scale
+it also times subprocess.run's own `_fork_exec` (vfork plus the kernel's
+exec) and subprocess.run as a whole.
 
 usage: python benchmarks/spawn_phases.py [--runs N]
 """
@@ -22,35 +22,74 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import _build  # noqa: E402  (the tests' program builder; no pytest needed)
 
-from sameprocess import Space, _elf, _loader, _mm, _native, _popen, _space, _spawn, _stack  # noqa: E402
+from sameprocess import Space, _elf, _loader, _mm, _native, _popen, _reaper, _space, _spawn, _stack  # noqa: E402
 
-# (module or class, function, label), in the order the spawn path reaches them
+# (module or class, function, label, stamped after it returns?), in the
+# order the spawn path reaches them; each label names the phase that starts
+# at its stamp.
 PHASES = [
-    (_popen.Popen, "_execute_child", "Popen bookkeeping"),
-    (_space.Space, "_start", "spawn spec"),
-    (_spawn, "resolve", "resolve"),
-    (_elf, "open_image", "open + identify"),
-    (_spawn, "plan_and_map", "plan + map"),
-    (_spawn, "check_arg_sizes", "argument sizes"),
-    (_loader, "map_stack", "stack mmap"),
-    (_stack, "build", "stack image"),
-    (_mm, "write", "stack write"),
-    (_spawn, "_clone", "clone prelude"),
-    (_native, "child_spec", "child spec"),
-    (_native, "spawn", "clone3 .. wait() returns"),
+    (_space.Space, "run", "run() and subprocess's Popen.__init__", False),
+    (_popen.Popen, "_execute_child", "Popen bookkeeping", False),
+    (_space.Space, "_start", "spawn spec", False),
+    (_spawn, "resolve", "resolve", False),
+    (_elf, "open_image", "open + identify", False),
+    (_spawn, "plan_and_map", "plan + map", False),
+    (_spawn, "check_arg_sizes", "argument sizes", False),
+    (_loader, "map_stack", "stack mmap", False),
+    (_stack, "build", "stack image", False),
+    (_mm, "write", "stack write", False),
+    (_spawn, "_clone", "clone prelude", False),
+    (_native, "child_spec", "child spec", False),
+    (_native, "spawn", "clone3", False),
+    (_native, "spawn", "child path, until its report is seen", True),
+    (_spawn, "_wait_for_report", "Popen and run() until wait()", True),
+    (_reaper.Reaper, "reap_claimed", "the program runs, until reaped", False),
+    (_reaper.Reaper, "reap_claimed", "reclamation (registry, link_map, unmaps)", True),
+    (_popen.Popen, "_reaped", "exit reported, until run() returns", False),
 ]
+LAST_BEFORE_CLONE = "child spec"
 
 _marks: list[tuple[str, int]] = []
 
 
-def stamp(owner, name: str, label: str) -> None:
+def stamp(owner, name: str, label: str, after: bool) -> None:
     inner = getattr(owner, name)
 
     def stamped(*args, **kwargs):
-        _marks.append((label, time.perf_counter_ns()))
-        return inner(*args, **kwargs)
+        if not after:
+            _marks.append((label, time.perf_counter_ns()))
+        result = inner(*args, **kwargs)
+        if after:
+            _marks.append((label, time.perf_counter_ns()))
+        return result
 
+    if isinstance(vars(owner).get(name), staticmethod):
+        stamped = staticmethod(stamped)
     setattr(owner, name, stamped)
+
+
+def fork_exec_median(hello: str, runs: int) -> tuple[float, float]:
+    """subprocess.run's own exec: its _fork_exec (vfork, then the kernel's
+    exec in the child) and the whole run, medians in µs."""
+    inner, spans = subprocess._fork_exec, []
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter_ns()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spans.append(time.perf_counter_ns() - t)
+
+    subprocess._fork_exec = timed
+    try:
+        whole = []
+        for _ in range(runs):
+            t = time.perf_counter_ns()
+            subprocess.run([hello], stdout=subprocess.DEVNULL)
+            whole.append(time.perf_counter_ns() - t)
+    finally:
+        subprocess._fork_exec = inner
+    return statistics.median(spans) / 1e3, statistics.median(whole) / 1e3
 
 
 def main() -> None:
@@ -58,28 +97,34 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     args = parser.parse_args()
     hello = _build.Builder(os.environ.get("SAMEPROCESS_TEST_CACHE") or "/tmp/sp-cache")("hello.c")
-    for owner, name, label in PHASES:
-        stamp(owner, name, label)
-    spans: dict[str, list[int]] = collections.defaultdict(list)
+    for owner, name, label, after in PHASES:
+        stamp(owner, name, label, after)
+    runs: list[list[tuple[str, int]]] = []
     with Space() as space:
         for _ in range(50):                      # warm the parse cache
             space.run([hello], stdout=subprocess.DEVNULL)
         for _ in range(args.runs):
             _marks.clear()
-            space.Popen([hello], stdout=subprocess.DEVNULL).wait()
+            space.run([hello], stdout=subprocess.DEVNULL)
             _marks.append(("end", time.perf_counter_ns()))
-            # keyed by position too: a phase may be reached twice (the
-            # interpreter is opened and identified like the executable)
-            for position, ((label, start), (_, end)) in enumerate(zip(_marks, _marks[1:])):
-                spans[(position, label)].append(end - start)
-    print(f"median of {args.runs} runs of a C hello, µs from a phase's start to the next one's:")
-    total = 0.0
-    for (_, label), values in sorted(spans.items()):
-        median = statistics.median(values) / 1e3
-        print(f"  {label:28s} {median:8.1f}")
-        if label != PHASES[-1][2]:
-            total += median
-    print(f"  {'total before clone3':28s} {total:8.1f}")
+            runs.append(list(_marks))
+    # Keep the runs that went the usual way (a rare one is reaped by the
+    # reaper thread instead): the same phases in the same order.
+    usual = collections.Counter(tuple(label for label, _ in marks) for marks in runs).most_common(1)[0][0]
+    kept = [marks for marks in runs if tuple(label for label, _ in marks) == usual]
+    print(f"median of {len(kept)} of {args.runs} runs of a C hello (space.run), "
+          "µs from a phase's start to the next one's:")
+    before_clone = total = 0.0
+    for position, label in enumerate(usual[:-1]):
+        median = statistics.median(marks[position + 1][1] - marks[position][1] for marks in kept) / 1e3
+        print(f"  {label:44s} {median:8.1f}")
+        total += median
+        if position <= usual.index(LAST_BEFORE_CLONE):
+            before_clone += median
+    print(f"  {'total before clone3':44s} {before_clone:8.1f}")
+    print(f"  {'sum of the medians':44s} {total:8.1f}")
+    fork_exec, whole = fork_exec_median(hello, args.runs)
+    print(f"subprocess.run: _fork_exec (vfork + exec) {fork_exec:.1f}, whole run {whole:.1f} (medians)")
 
 
 if __name__ == "__main__":
