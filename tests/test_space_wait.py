@@ -11,14 +11,29 @@ import pytest
 from _reliability_helpers import children_of
 
 
-def test_the_waiting_thread_reaps_its_program_itself(space, build):
+def test_the_waiting_thread_reaps_its_program_itself(space, build, monkeypatch):
+    """The order is forced: the program is told to exit only once a waiting
+    thread has claimed it from the reaper thread, so no race decides who
+    reaps."""
     p = space.Popen([build("sleeper.c")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert p.stdout.readline() == b"ready\n"
-    reaped_in = []
+    reaper = space._reaper
+    claimed = threading.Event()
+
+    def claim_then_tell(pidfd, _claim=reaper.claim):
+        on_exit = _claim(pidfd)
+        claimed.set()
+        return on_exit
+
+    monkeypatch.setattr(reaper, "claim", claim_then_tell)
+    reaped_in, codes = [], []
     p.add_exit_callback(lambda _p: reaped_in.append(threading.current_thread()))
-    p.stdin.close()
-    assert p.wait(timeout=60) == 0
-    assert reaped_in == [threading.current_thread()] and p.pidfd == -1
+    waiter = threading.Thread(target=lambda: codes.append(p.wait(timeout=60)))
+    waiter.start()
+    assert claimed.wait(timeout=60)
+    p.stdin.close()  # the sleeper exits at EOF, after the claim
+    waiter.join(timeout=60)
+    assert codes == [0] and reaped_in == [waiter] and p.pidfd == -1
     p.stdout.close()
 
 
