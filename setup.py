@@ -62,6 +62,8 @@ native = Extension(
     "sameprocess._native_core",
     sources=[
         "src/sameprocess/_native/spawn.c",
+        "src/sameprocess/_native/keeper.c",
+        "src/sameprocess/_native/ledger.c",
         f"src/sameprocess/_native/arch/{ARCHES[machine]}.S",
     ],
     # The child path must not touch the host thread's TLS canary or errno.

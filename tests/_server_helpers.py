@@ -113,6 +113,12 @@ class ServerProc:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def reclaims_memory(self) -> bool:
+        """Whether this server's space keeps a ledger: its keeper task
+        (comm "sp-keeper") is then one of its children."""
+        from _reliability_helpers import holds_keeper_socket
+        return holds_keeper_socket(self.pid)
+
     def cli(self, verb: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)

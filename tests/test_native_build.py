@@ -1,6 +1,6 @@
 """The native core builds for both supported architectures.
 
-Compiles src/sameprocess/_native/spawn.c and the architecture's .S with the
+Compiles src/sameprocess/_native/*.c and the architecture's .S with the
 same flags as setup.py, with the host compiler or the cross compiler, links
 the two into a throwaway shared library with -z defs (so every symbol one
 needs from the other is there), checks the objects' e_machine and that the
@@ -47,8 +47,8 @@ def compile_checked(cmd: list[str], cwd: Path) -> None:
 
 
 def declared_functions() -> set[str]:
-    """Names of the functions spawn.h declares (its C API)."""
-    header = (NATIVE / "spawn.h").read_text()
+    """Names of the functions spawn.h and keeper.h declare (the C API)."""
+    header = (NATIVE / "spawn.h").read_text() + (NATIVE / "keeper.h").read_text()
     return set(re.findall(r"^[A-Za-z_][\w \t]*?\**\b(sp_\w+)\s*\(", header, re.MULTILINE))
 
 
@@ -73,7 +73,7 @@ def e_machine(path: Path) -> int:
 @pytest.mark.parametrize("arch", sorted(ARCHES))
 def test_native_core_builds(arch, tmp_path):
     cc = compiler_for(arch)
-    sources = [NATIVE / "spawn.c", NATIVE / "arch" / f"{arch}.S"]
+    sources = [NATIVE / "spawn.c", NATIVE / "keeper.c", NATIVE / "ledger.c", NATIVE / "arch" / f"{arch}.S"]
     for src in sources:
         assert src.is_file(), f"missing {src}"
     objects = []

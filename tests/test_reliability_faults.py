@@ -36,6 +36,7 @@ from _server_helpers import (  # noqa: F401  (fixtures)
 )
 
 HEAP_HEADROOM = 512 * MIB      # RLIMIT_AS of the heap exhauster: space size + this
+OWN_MAPPINGS = 256 * MIB       # ...or, with a ledger, this (its stack reservation, libraries) + that
 THREADS = 1000
 
 
@@ -179,7 +180,11 @@ def test_a_program_blocking_all_signals_holds_them_until_sigkill(town, build):
 # -- heap exhaustion ---------------------------------------------------------------------------
 def test_a_program_exhausting_its_heap_fails_alone(town, build):
     before = baseline_footprint(town.srv)
-    bound = before.vm_kib * 1024 + HEAP_HEADROOM
+    # With a ledger the limit is the program's own (what it mapped, its
+    # stack reservation included); without one, the kernel checks it
+    # against the whole space.
+    own = town.srv.reclaims_memory()
+    bound = (OWN_MAPPINGS if own else before.vm_kib * 1024) + HEAP_HEADROOM
     launcher = town.srv.launch(build("fault_heap.c"), str(16 * 1024),
                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (bound, bound)))
     line = read_line(launcher.stdout).decode()
@@ -187,7 +192,7 @@ def test_a_program_exhausting_its_heap_fails_alone(town, build):
     assert match, line
     got = int(match.group(1)) * MIB
     # Its own stack reservation and libraries count against the bound too.
-    assert HEAP_HEADROOM // 4 < got < HEAP_HEADROOM
+    assert HEAP_HEADROOM // 4 < got < bound - (OWN_MAPPINGS // 2 if own else 0)
     # While it holds all it could get: everyone else still allocates and runs.
     town.launcher.stdin.write(b"x" * 3000 + b"\n")
     town.launcher.stdin.flush()
@@ -202,11 +207,12 @@ def test_a_program_exhausting_its_heap_fails_alone(town, build):
     launcher.stdout.close()
     launcher.stderr.close()
     town.answers()
-    # The exhauster gave its 1 MiB blocks back with free(); what stays is the
-    # per-run leftover of docs/architecture.md (the 8 MiB of `big` stay: it
-    # exited without freeing them).
+    # Everything the exhauster and `big` mapped went with them (the ledger),
+    # or, in a space without one, all but the per-run leftovers of
+    # docs/architecture.md and the 8 MiB `big` exited without freeing.
+    allowance = 4 * 1024 if town.srv.reclaims_memory() else (8 + 16) * 1024
     checked_footprint(town.srv, lambda after: (after.fds == before.fds)
-                   and (after.vm_kib - before.vm_kib < (8 + 16) * 1024),
+                   and (after.vm_kib - before.vm_kib < allowance),
                    what="the exhauster's memory given back")
 
 
@@ -225,11 +231,12 @@ def test_a_program_with_a_thousand_threads(town, build):
     launcher.stdout.close()
     launcher.stderr.close()
     town.answers()
-    # Thread stacks cannot be attributed after exit and stay mapped
+    # With the ledger the thread stacks go too; without one they stay
     # (docs/architecture.md): a stack and its guard page per thread.
+    allowance = 20 if town.srv.reclaims_memory() else 2 * THREADS + 64
     checked_footprint(town.srv, lambda after: (after.fds == before.fds)
-                   and (after.maps - before.maps <= 2 * THREADS + 64),
-                   what="the threaded program's images given back")
+                   and (after.maps - before.maps <= allowance),
+                   what="the threaded program's memory given back")
 
 
 # -- the server killed while programs run --------------------------------------------------------

@@ -153,14 +153,23 @@ def _mm_start_brk() -> int:
     return int(raw[raw.rindex(b")") + 2:].split()[47 - 3])  # proc(5): field 47, start_brk
 
 
-def test_the_kernel_pins_the_break_so_programs_run_unfiltered(space, build):
+def test_the_kernel_pins_the_break_so_programs_need_no_brk_filter(space, build):
     # This machine's kernel takes PR_SET_MM_MAP: the break is pinned at the
-    # guard, and programs get no seccomp filter and no no_new_privs, exactly
-    # like children started by subprocess.
+    # guard.  A program that opts out of reclamation then gets no seccomp
+    # filter and no no_new_privs, exactly like a child started by subprocess.
     assert space._host.seccomp is None
     assert _mm_start_brk() == space._host.guard
-    state = procstate(space, build)
+    state = procstate(space, build, reclaim=False)
     assert state["Seccomp"] == "0" and state["NoNewPrivs"] == "0"
+
+
+def test_a_reclaimed_program_has_only_the_ledger_filter(space, build):
+    """The ledger's filter; no_new_privs only where the host lacks
+    CAP_SYS_ADMIN (the kernel's condition for an unprivileged filter)."""
+    assert space.reclaims_memory
+    state = procstate(space, build)
+    assert state["Seccomp"] == "2" and state["Seccomp_filters"] == "1"
+    assert state["NoNewPrivs"] == ("0" if space._host.cap_sys_admin else "1")
 
 
 FALLBACK_HOST = """

@@ -34,14 +34,16 @@ class Step(enum.IntEnum):
     SECCOMP = 11
     SIGMASK = 12
     AFFINITY = 13
+    LEDGER = 14
 
 
 # struct sp_child_spec: entry, initial_sp, child_stack, child_stack_size,
 # ignore_signals, default_signals (u64); keep_fds, cwd, seccomp_prog,
 # rlimits, failure (pointers); n_keep_fds, n_rlimits (u32); stdio[3],
 # report_fd, umask, pgid (i32); flags (u32); comm[16]; host_cpu (i32,
-# written by sp_spawn).
-CHILD_SPEC = struct.Struct("<6Q5Q2I3i3iI16si")
+# written by sp_spawn); keeper_fd, keeper_pid (i32); ledger_prog (pointer);
+# ledger_id (u64).
+CHILD_SPEC = struct.Struct("<6Q5Q2I3i3iI16siiiQQ")
 FAILURE_AT = CHILD_SPEC.size  # the struct sp_child_error, right after the spec
 RLIMIT = struct.Struct("<I4xQQ")  # struct sp_rlimit: resource, pad, soft, hard
 _U64 = (1 << 64) - 1
@@ -69,6 +71,9 @@ _lib = ctypes.CDLL(_library_path())
 _sp_spawn = _lib.sp_spawn
 _sp_spawn.restype = ctypes.c_long
 _sp_spawn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_sp_keeper_start = _lib.sp_keeper_start
+_sp_keeper_start.restype = ctypes.c_long
+_sp_keeper_start.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 
 
 class SeccompProgram:
@@ -83,7 +88,8 @@ class SeccompProgram:
 def child_spec(*, entry: int, sp: int, child_stack: tuple[int, int], stdio: tuple[int, int, int], report_fd: int,
                keep_fds: list[int], cwd: bytes | None, umask: int, pgid: int, flags: int,
                ignore_signals: int, default_signals: int, rlimits, seccomp: SeccompProgram | None,
-               comm: bytes) -> ctypes.Array:
+               comm: bytes, ledger: SeccompProgram | None = None, ledger_id: int = 0,
+               keeper_fd: int = -1, keeper_pid: int = 0) -> ctypes.Array:
     """One buffer: the spec, the failure record, then the arrays and the
     string the spec points to (read the record with child_failure).
 
@@ -102,7 +108,8 @@ def child_spec(*, entry: int, sp: int, child_stack: tuple[int, int], stdio: tupl
         buf, 0, entry, sp, child_stack[0], child_stack[1] - child_stack[0], ignore_signals,
         default_signals, base + fds_at if n_keep else 0, base + cwd_at if cwd is not None else 0,
         seccomp.address if seccomp is not None else 0, base + limits_at if n_limits else 0, base + FAILURE_AT, n_keep, n_limits,
-        *stdio, report_fd, umask, pgid, flags, comm[:15], -1)
+        *stdio, report_fd, umask, pgid, flags, comm[:15], -1, keeper_fd, keeper_pid,
+        ledger.address if ledger is not None else 0, ledger_id)
     struct.pack_into(f"<{n_keep}i", buf, fds_at, *keep_fds)
     for i, (resource, soft, hard) in enumerate(rlimits):
         # resource's RLIM_INFINITY is -1; the kernel's is all ones (u64)
@@ -123,4 +130,13 @@ def spawn(spec: ctypes.Array) -> tuple[int, int]:
     pid = _sp_spawn(ctypes.addressof(spec), ctypes.addressof(pidfd))
     if pid < 0:
         raise OSError(-pid, f"clone3: {os.strerror(-pid)}")
+    return pid, pidfd.value
+
+
+def start_keeper(keeper: int) -> tuple[int, int]:
+    """Start the keeper task on the struct sp_keeper at `keeper`; (pid, pidfd)."""
+    pidfd = ctypes.c_int32(-1)
+    pid = _sp_keeper_start(keeper, ctypes.addressof(pidfd))
+    if pid < 0:
+        raise OSError(-pid, f"clone3 (keeper): {os.strerror(-pid)}")
     return pid, pidfd.value

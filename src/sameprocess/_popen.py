@@ -25,13 +25,14 @@ _UNSUPPORTED = ("preexec_fn", "user", "group", "extra_groups")
 class Popen(subprocess.Popen):
     """subprocess.Popen for a program in a space; create it with Space.Popen."""
 
-    def __init__(self, space, args, *, ignored_signals=None, rlimits=None, **kwargs):
+    def __init__(self, space, args, *, ignored_signals=None, rlimits=None, reclaim=True, **kwargs):
         for name in _UNSUPPORTED:
             if kwargs.get(name) is not None:
                 raise ValueError(f"{name} is not supported for programs in a space")
         self._space = space
         self._ignored_signals = ignored_signals
         self._rlimits = dict(rlimits or {})
+        self._reclaim = bool(reclaim)
         self._exited = threading.Event()
         self._pidfd_lock = threading.Lock()
         self._exit_callbacks: list[Callable[[Popen], None]] = []
@@ -57,7 +58,8 @@ class Popen(subprocess.Popen):
             new_session=bool(start_new_session),
             process_group=-1 if process_group is None else process_group,
             umask=umask, **self._signal_dispositions(restore_signals),
-            rlimits=tuple((int(r), int(s), int(h)) for r, (s, h) in self._rlimits.items()))
+            rlimits=tuple((int(r), int(s), int(h)) for r, (s, h) in self._rlimits.items()),
+            reclaim=self._reclaim)
         self._space._start(self, spec)
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -89,6 +91,13 @@ class Popen(subprocess.Popen):
             ignore = frozenset(int(s) for s in self._ignored_signals)
             return {"ignore_signals": ignore, "default_signals": frozenset(range(1, 65)) - ignore}
         return {"default_signals": PYTHON_IGNORED if restore_signals else frozenset()}
+
+    def mappings(self) -> list[tuple[int, int]]:
+        """The [start, end) ranges the space records for this program while
+        it runs: what the loader mapped for it and, when the space reclaims
+        memory, everything it mapped since (merged where adjacent); [] once
+        reaped."""
+        return self._space._mappings(self)
 
     # -- exit, as reported by the space's reaper ---------------------------
     def add_exit_callback(self, callback: Callable[["Popen"], None]) -> None:

@@ -85,6 +85,14 @@ class Space:
     def closed(self) -> bool:
         return self._reaper is None
 
+    @property
+    def reclaims_memory(self) -> bool:
+        """True when everything a program maps is recorded and unmapped when
+        it exits; False where the kernel lacks what that needs (logged once:
+        then only its loaded images are unmapped)."""
+        host = getattr(self, "_host", _host)
+        return host is not None and host.keeper is not None
+
     # -- programs -----------------------------------------------------------
     def Popen(self, args, **kwargs) -> Popen:  # noqa: N802 (mirrors subprocess)
         """Start a program; takes subprocess.Popen's arguments (see docs)."""
@@ -122,6 +130,16 @@ class Space:
         """The programs of this space that have not been reaped yet."""
         with self._live_lock:
             return [program for program, _ in self._live.values()]
+
+    def _mappings(self, program: Popen) -> list[tuple[int, int]]:
+        with self._live_lock:
+            entry = self._live.get(program.pid)
+        if entry is None or entry[0] is not program:
+            return []
+        launch = entry[1]
+        if launch.ledger is not None:
+            return launch.ledger.mappings()
+        return list(launch.regions.ranges)
 
     def _start(self, program: Popen, spec: SpawnSpec) -> None:
         launch = spawn(self._host, spec, self.extra_auxv)
@@ -164,8 +182,11 @@ class Space:
         """
         try:
             self._runtime.program_exited(launch.pid)
-            self._unmap_loaded_objects(launch)
+            if launch.ledger is None:
+                self._unmap_loaded_objects(launch)
         finally:
+            if launch.ledger is not None:
+                launch.ledger.release()
             launch.regions.unmap()
             with self._live_lock:
                 self._live.pop(launch.pid, None)

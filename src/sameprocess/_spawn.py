@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import resource
 import select
@@ -30,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from . import _elf, _loader, _mm, _native, _stack
+from . import _elf, _ledger, _loader, _mm, _native, _stack
 from ._auxv import AT, PER_EXEC, host_platform_strings, read_host_auxv
 from ._brk import install_guard, pin_break, seccomp_program
 from ._elf import ElfImage, EType
@@ -41,6 +42,7 @@ MAX_ARG_STRLEN = 32 * 4096
 ARG_MAX = 32 * 4096
 STK_LIM = 8 << 20
 CHILD_PATH_GAP = 256   # bytes left between the stack image and the child path's stack
+log = logging.getLogger("sameprocess")
 # Python ignores these itself; subprocess's restore_signals=True undoes that.
 PYTHON_IGNORED = frozenset({13, 25})  # SIGPIPE, SIGXFSZ
 
@@ -62,6 +64,7 @@ class SpawnSpec:
     ignore_signals: frozenset[int] = frozenset()    # start with SIG_IGN
     default_signals: frozenset[int] = frozenset()   # start with SIG_DFL
     rlimits: tuple[tuple[int, int, int], ...] = ()
+    reclaim: bool = True    # record its memory in the ledger (when the space has one)
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Launch:
     r_debug: int | None       # its ld.so's _r_debug, None for static programs
     main: ElfImage
     target: Target
+    ledger: _ledger.Enrolment | None = None   # None: not recorded (regions are ours)
 
 
 class HostFacts:
@@ -87,10 +91,21 @@ class HostFacts:
         # each program gets the seccomp brk filter (_brk explains both).
         self.seccomp = (None if pin_break(self.guard)
                         else _native.SeccompProgram(seccomp_program(self.guard)))
+        self.keeper = _start_keeper()
         # Without CAP_SYS_ADMIN the kernel accepts a filter only after
         # PR_SET_NO_NEW_PRIVS (so setuid binaries exec'd by such programs run
         # without privilege gain; see docs).
-        self.need_nnp = self.seccomp is not None and not _has_cap_sys_admin()
+        self.cap_sys_admin = _has_cap_sys_admin()
+
+
+def _start_keeper() -> _ledger.Keeper | None:
+    """The keeper task, or None (logged once) where the kernel lacks what it needs."""
+    reason = _ledger.unsupported_reason()
+    if reason is not None:
+        log.warning("sameprocess: %s: the memory programs map is not reclaimed when they exit "
+                    "(only their loaded images are)", reason)
+        return None
+    return _ledger.Keeper()
 
 
 def _has_cap_sys_admin() -> bool:
@@ -284,6 +299,7 @@ def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = 
         exe_file.open()  # first sight of this file: parse and validate it now
     exe = exe_file.image
     regions = _loader.Regions()
+    ledger = None
     try:
         stack_limit = resource.getrlimit(resource.RLIMIT_STACK)[0]
         size = stack_size(stack_limit)
@@ -301,15 +317,20 @@ def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = 
         if len(image.data) + CHILD_PATH_GAP + 16384 > stack.size:
             raise OSError(errno.E2BIG, "arguments and environment do not fit the stack")
         _mm.write(image.sp, image.data)
-        pid, pidfd = _clone(host, spec, target, stack, image.sp, plan.entry)
+        if host.keeper is not None and spec.reclaim:
+            ledger = host.keeper.enrol(regions.ranges, _address_limit(spec))
+            regions.ranges = []  # the keeper's now: ledger.release() unmaps them
+        pid, pidfd = _clone(host, spec, target, stack, image.sp, plan.entry, ledger)
     except BaseException:
+        if ledger is not None:
+            ledger.release()
         regions.unmap()
         raise
-    return Launch(pid, pidfd, regions, plan.r_debug, exe, target)
+    return Launch(pid, pidfd, regions, plan.r_debug, exe, target, ledger)
 
 
 def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.StackArea,
-           sp: int, entry: int) -> tuple[int, int]:
+           sp: int, entry: int, ledger: _ledger.Enrolment | None) -> tuple[int, int]:
     """Phases 6 and 7: run the child path and learn whether it reached the entry."""
     moved: list[int] = []
     report = os.eventfd(0, os.EFD_CLOEXEC)
@@ -320,11 +341,12 @@ def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.Stac
         child = _native.child_spec(
             entry=entry, sp=sp, child_stack=(stack.low, (sp - CHILD_PATH_GAP) & ~15),
             stdio=tuple(_move_above_stdio(fd, i, moved) for i, fd in enumerate(spec.stdio)),
-            report_fd=report, keep_fds=sorted({*spec.pass_fds, report}), cwd=spec.cwd,
-            umask=spec.umask, pgid=max(spec.process_group, 0), flags=_flags(host, spec),
+            report_fd=report, keep_fds=_keep_fds(spec, report, ledger, host), cwd=spec.cwd,
+            umask=spec.umask, pgid=max(spec.process_group, 0), flags=_flags(host, spec, ledger),
             ignore_signals=_signal_mask(spec.ignore_signals),
             default_signals=_signal_mask(spec.default_signals),
-            rlimits=spec.rlimits, seccomp=host.seccomp, comm=os.path.basename(target.execfn))
+            rlimits=spec.rlimits, seccomp=host.seccomp, comm=os.path.basename(target.execfn),
+            **_ledger_fields(host, ledger))
         pid, pidfd = _native.spawn(child)
         try:
             reported = _wait_for_report(report, pidfd)
@@ -361,10 +383,35 @@ def _wait_for_report(report: int, pidfd: int) -> bool:
     return report in ready
 
 
-def _flags(host: HostFacts, spec: SpawnSpec) -> int:
+def _address_limit(spec: SpawnSpec) -> bool:
+    """Whether the program starts with a finite RLIMIT_AS (its own or the host's)."""
+    for resource_id, soft, _hard in spec.rlimits:
+        if resource_id == resource.RLIMIT_AS:
+            return soft != resource.RLIM_INFINITY
+    return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+
+
+def _keep_fds(spec: SpawnSpec, report: int, ledger, host: HostFacts) -> list[int]:
+    """What survives the child path's close_range: pass_fds, the report
+    eventfd, and the keeper's socket (the child closes those two itself)."""
+    keep = {*spec.pass_fds, report}
+    if ledger is not None:
+        keep.add(host.keeper.fd)
+    return sorted(keep)
+
+
+def _ledger_fields(host: HostFacts, ledger: _ledger.Enrolment | None) -> dict:
+    if ledger is None:
+        return {}
+    return {"ledger": ledger.filter, "ledger_id": ledger.id, "keeper_fd": host.keeper.fd,
+            "keeper_pid": host.keeper.pid}
+
+
+def _flags(host: HostFacts, spec: SpawnSpec, ledger: _ledger.Enrolment | None) -> int:
+    filtered = host.seccomp is not None or ledger is not None
     return ((_native.NEW_SESSION if spec.new_session else 0)
             | (_native.SET_PGID if spec.process_group >= 0 else 0)
-            | (_native.NO_NEW_PRIVS if host.need_nnp else 0))
+            | (_native.NO_NEW_PRIVS if filtered and not host.cap_sys_admin else 0))
 
 
 def _signal_mask(signals: frozenset[int]) -> int:

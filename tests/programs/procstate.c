@@ -4,7 +4,7 @@
  *   cwd, umask (octal)
  *   fds=0,1,2             open descriptors (/proc/self/fd, minus the one
  *                         used to read it); fd[N]=<readlink target> each
- *   SigPnd, ShdPnd, SigBlk, SigIgn, SigCgt, NoNewPrivs, Seccomp,
+ *   SigPnd, ShdPnd, SigBlk, SigIgn, SigCgt, NoNewPrivs, Seccomp, Seccomp_filters,
  *   Cpus_allowed_list
  *                         copied from /proc/self/status (hex masks as there)
  *   sigpipe, sigxfsz      SIG_DFL, SIG_IGN or handler (sigaction query)
@@ -82,7 +82,7 @@ static void print_fds(void)
 static void print_status_lines(void)
 {
     static const char *const wanted[] = {
-        "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "NoNewPrivs", "Seccomp",
+        "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "NoNewPrivs", "Seccomp", "Seccomp_filters",
         "Cpus_allowed_list",
     };
     char line[512];

@@ -20,6 +20,9 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
+#include <sys/socket.h>
+
+#include "keeper.h"
 #include "spawn.h"
 
 #ifndef SYS_clone3
@@ -35,14 +38,21 @@
 /* Keep the program's speculation mitigations as they would be natively:
  * without this flag the kernel forces SSBD on every filtered task. */
 #define SECCOMP_FILTER_FLAG_SPEC_ALLOW (1UL << 2)
+/* The ledger's filter: its listener goes to the keeper; once the keeper has
+ * read a notification, only a fatal signal may interrupt the call (else the
+ * keeper could map for a caller that is no longer waiting). */
+#define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
+#define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
+#define PR_SET_PTRACER_ 0x59616d61
 #define KERNEL_SIGSET_SIZE 8
 
-/* _native.py packs the spec with struct.Struct("<6Q5Q2I3i3iI16si"). */
-_Static_assert(sizeof(struct sp_child_spec) == 144, "CHILD_SPEC in _native.py");
+/* _native.py packs the spec with struct.Struct("<6Q5Q2I3i3iI16siiiQQ"). */
+_Static_assert(sizeof(struct sp_child_spec) == 168, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, n_keep_fds) == 88, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, stdio) == 96, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, comm) == 124, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, host_cpu) == 140, "CHILD_SPEC in _native.py");
+_Static_assert(offsetof(struct sp_child_spec, ledger_prog) == 152, "CHILD_SPEC in _native.py");
 _Static_assert(sizeof(struct sp_rlimit) == 24, "RLIMIT in _native.py");
 
 /* The kernel's struct sigaction layout (not libc's). */
@@ -153,6 +163,40 @@ static void child_leave_host_cpu(const struct sp_child_spec *spec)
     CHILD_CALL(spec, SP_STEP_AFFINITY, SYSCALL(SYS_sched_setaffinity, 0, size, mask, 0, 0, 0));
 }
 
+/* Hand the program to the keeper: a filter whose listener the keeper
+ * serves, sent with the program's id.  From here on the program's memory
+ * calls are recorded; the child path itself makes none. */
+static void child_join_ledger(const struct sp_child_spec *spec)
+{
+    /* Under yama ptrace_scope 1 the keeper, a sibling, may take the
+     * program's descriptors (for its file mappings) only if named here. */
+    SYSCALL(SYS_prctl, PR_SET_PTRACER_, spec->keeper_pid, 0, 0, 0, 0);
+    long listener = SYSCALL(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                            SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_SPEC_ALLOW
+                                | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+                            spec->ledger_prog, 0, 0, 0);
+    CHILD_CALL(spec, SP_STEP_LEDGER, listener);
+    struct sp_keeper_msg m = {0};
+    m.kind = SP_KEEPER_LISTENER;
+    m.id = spec->ledger_id;
+    m.pid = SYSCALL(SYS_getpid, 0, 0, 0, 0, 0, 0);
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control = {0};
+    struct iovec iov = {&m, sizeof m};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    *(int *)CMSG_DATA(c) = (int)listener;
+    CHILD_CALL(spec, SP_STEP_LEDGER, SYSCALL(SYS_sendmsg, spec->keeper_fd, &msg, MSG_NOSIGNAL, 0, 0, 0));
+    SYSCALL(SYS_close, listener, 0, 0, 0, 0, 0);
+    SYSCALL(SYS_close, spec->keeper_fd, 0, 0, 0, 0, 0);
+}
+
 __attribute__((noreturn)) static void child_main(void *arg)
 {
     const struct sp_child_spec *spec = arg;
@@ -161,14 +205,14 @@ __attribute__((noreturn)) static void child_main(void *arg)
     child_signals(spec);
     child_process_state(spec);
     child_fds(spec);
-    if (spec->seccomp_prog) {
-        if (spec->flags & SP_NO_NEW_PRIVS)
-            CHILD_CALL(spec, SP_STEP_NO_NEW_PRIVS,
-                       SYSCALL(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0));
+    if (spec->flags & SP_NO_NEW_PRIVS)
+        CHILD_CALL(spec, SP_STEP_NO_NEW_PRIVS, SYSCALL(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0));
+    if (spec->seccomp_prog)
         CHILD_CALL(spec, SP_STEP_SECCOMP,
                    SYSCALL(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_SPEC_ALLOW,
                            spec->seccomp_prog, 0, 0, 0));
-    }
+    if (spec->ledger_prog)
+        child_join_ledger(spec);
     uint64_t empty = 0;
     CHILD_CALL(spec, SP_STEP_SIGMASK,
                SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, KERNEL_SIGSET_SIZE, 0, 0));

@@ -14,7 +14,7 @@
 
 #define SP_NEW_SESSION     0x1u  /* setsid() */
 #define SP_SET_PGID        0x2u  /* setpgid(0, spec->pgid) */
-#define SP_NO_NEW_PRIVS    0x4u  /* needed before seccomp without CAP_SYS_ADMIN */
+#define SP_NO_NEW_PRIVS    0x4u  /* needed before a seccomp filter without CAP_SYS_ADMIN */
 
 /* The step that failed, reported to the parent with its errno. */
 enum sp_step {
@@ -32,6 +32,7 @@ enum sp_step {
     SP_STEP_SECCOMP,
     SP_STEP_SIGMASK,
     SP_STEP_AFFINITY,
+    SP_STEP_LEDGER,
 };
 
 /* What the child stores in spec->failure when a step fails. */
@@ -68,6 +69,10 @@ struct sp_child_spec {
     uint32_t flags;
     char comm[16];              /* PR_SET_NAME, NUL-terminated */
     int32_t host_cpu;           /* set by sp_spawn: the CPU it called clone3 on */
+    int32_t keeper_fd;          /* control socket of the keeper (keeper.h), with ledger_prog */
+    int32_t keeper_pid;         /* allowed to take the program's descriptors (yama) */
+    const void *ledger_prog;    /* struct sock_fprog * of the ledger filter, NULL: none */
+    uint64_t ledger_id;         /* the program's id in the keeper's ledger */
 };
 
 
