@@ -190,7 +190,10 @@ static long map_placed(struct sp_keeper *k, uint64_t hint, uint64_t len, long pr
                        long fd, long off)
 {
     long r = -EEXIST;
-    if (hint)  /* like the kernel: the hint if it is free */
+    /* Like the kernel: the hint if it is free, for data.  Code (a file, or
+     * an executable mapping) goes in the window whatever the hint, so that
+     * the calls it makes are the program's (a hint is only advice). */
+    if (hint && (flags & MAP_ANONYMOUS) && !(prot & PROT_EXEC))
         r = SYSCALL(SYS_mmap, page_up(hint), len, prot, flags | MAP_FIXED_NOREPLACE, fd, off);
     if (r != -EEXIST && r != -EINVAL)
         return r;
