@@ -12,7 +12,8 @@
  * moves stay checkable), and checked before each munmap, after each mremap,
  * at random, and at the end.  It exits without unmapping what is left.
  *
- * Prints "ops=N", "live=K" (ranges left mapped), "live_bytes=B",
+ * Prints "progress=I" (flushed) after every 1000 operations, then "ops=N",
+ * "live=K" (ranges left mapped), "live_bytes=B",
  * "checked_bytes=C" and "ok", exit 0.  A mismatch prints "mismatch ..." on
  * stderr and exits 1; a failed call prints the call and errno, exit 2.
  */
@@ -298,6 +299,10 @@ int main(int argc, char **argv)
             overlay(old);
         else
             check(old, "a range checked at random");
+        if (((i + 1) % 1000) == 0) {
+            printf("progress=%ld\n", i + 1);
+            fflush(stdout);
+        }
     }
     int live = 0;
     for (int i = 0; i < SLOTS; i++) {
