@@ -207,6 +207,41 @@ def ask_sentinel(sentinel, answers: Lines) -> str:
     return answers.line()
 
 
+def test_the_sentinel_checks_see_damage(space, build):
+    """The checks the next test relies on report a changed byte and an unmapped region."""
+    host = HostSentinels()
+    host.add(2)
+    host.add(1)
+    (first, _, _), (second, pattern, _) = host.regions
+    space.view(first + PAGE + 7, 1)[0] ^= 0xFF
+    _mm.munmap(second, len(pattern))
+    assert host.check(space) == [f"{first:#x} ({2 * PAGE} bytes, rw-p) lost its pattern",
+                                 f"{second:#x} ({PAGE} bytes, rw-p) is no longer mapped"]
+    del host.regions[1]
+    host.unmap()
+
+    sentinel = space.Popen([build("sentinel.c"), "3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    answers = Lines(sentinel.stdout.fileno())
+    regions = [(int(v.split()[0], 16), int(v.split()[1])) for k, v in
+               (answers.line().split("=") for _ in range(3))]
+    assert answers.line() == "ready"
+    assert ask_sentinel(sentinel, answers) == "ok"
+    (a, _), (b, b_len), _ = regions
+    space.view(a + 100, 1)[0] ^= 0x5A   # the host writes into the program's memory
+    _mm.munmap(b, b_len)                # and unmaps one of its regions
+    try:
+        assert ask_sentinel(sentinel, answers).startswith(f"bad {a:#x} byte 0x64 is ")
+        assert answers.line() == f"bad {b:#x} unmapped"
+    finally:
+        # Give the range back to the program before anything else can be
+        # mapped there: its owner unmaps it when it is reaped.
+        _mm.mmap(b, b_len, _mm.PROT_READ | _mm.PROT_WRITE,
+                 _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_FIXED_NOREPLACE)
+    sentinel.stdin.close()
+    assert sentinel.wait(TIMEOUT) == 0
+    sentinel.stdout.close()
+
+
 CHURN_THREADS = 4
 CHURN_RUNS = 5        # per thread
 CHURN_OPS = "1500"
