@@ -167,7 +167,8 @@ class HostSentinels:
         length = pages * PAGE
         prot = _mm.PROT_NONE if perms == "---p" else (_mm.PROT_READ | _mm.PROT_WRITE)
         addr = _mm.mmap(0, length, prot, _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS)
-        # 251 bytes repeated: no page of a region looks like another one.
+        # 251 bytes repeated: a page is not a multiple of 251, so neighbouring
+        # pages differ, and the region's index makes regions differ.
         block = bytes(((len(self.regions) * 37) + (i * 11) + 1) & 0xFF for i in range(251))
         pattern = (block * ((length // 251) + 1))[:length]
         if perms != "---p":
