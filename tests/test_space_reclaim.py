@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import threading
 import pytest
 
 from _kv import kv
-from _leftovers import MIB, ROW_NAMES, footprint, leftover_row, measure
+from _leftovers import MIB, ROW_NAMES, Row, footprint, leftover_row, measure
 from _server_helpers import (  # noqa: F401  (fixtures)
     TIMEOUT, ServerProc, read_line, server, sockdir, subreaper, wait_pid_gone,
 )
@@ -127,6 +128,16 @@ def test_churning_programs_leave_nothing_in_the_host(space, build):
         assert r.returncode == 0, r.stderr
         assert int(kv(r.stdout)["live"]) > 0, "it exits with ranges still mapped"
     growth = footprint() - before
+    assert growth.rss <= RSS_SLACK and growth.maps <= MAPS_SLACK, growth
+
+
+def test_a_program_that_execs_leaves_nothing_either(space):
+    """bash builds a 5 MB string, then execs `true`: the process leaves the
+    space with its memory still mapped there, and that memory goes when the
+    process exits."""
+    bash = shutil.which("bash")
+    row = Row("bash, then exec", [bash, "-c", 'x=$(head -c 5000000 /dev/zero | tr "\\0" a); exec true'], 5)
+    growth = measure(space, row)
     assert growth.rss <= RSS_SLACK and growth.maps <= MAPS_SLACK, growth
 
 
