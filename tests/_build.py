@@ -70,6 +70,7 @@ DEFAULTS = {
     ),
     "procstate.c": Defaults(libs=("-lm",)),
     "pthreads.c": Defaults(libs=("-pthread",)),
+    "threads_malloc.c": Defaults(libs=("-pthread",)),
 }
 
 # Named variants for builder.program(): name -> (source, flags).

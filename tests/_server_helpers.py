@@ -8,6 +8,7 @@ no test sleeps to "let things settle".
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import select
@@ -169,6 +170,23 @@ def server(sockdir):
     srv = ServerProc(sockdir, "--request-timeout", "2")
     yield srv
     srv.stop()
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture
+def subreaper():
+    """Make this process the subreaper of what it starts: programs orphaned by
+    a killed server become our children, so the test reaps them (and sees
+    their real exit status) instead of leaving zombies to init."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        pytest.fail(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 def kill_tree_of(proc: subprocess.Popen) -> None:

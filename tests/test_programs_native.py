@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import select
 import signal
 import struct
 import subprocess
@@ -366,3 +367,117 @@ def test_zero_copy_consumer_selftest(build):
     written = facts(run(path, "--selftest", "--write").stdout)
     assert (written["wrote"], written["after_head"]) == ("1", "WRITTEN-BY-CONSU")
     assert run(path, "not-hex", "0x1").returncode == 2
+
+
+# -- programs for memory reclamation ------------------------------------------------
+
+
+def test_leak_touch(build):
+    path = build("leak_touch.c")
+    f = facts(run(path).stdout)
+    assert (f["bytes"], int(f["addr"], 16) > 0) == (str(10 << 20), True)
+    assert facts(run(path, "3").stdout)["bytes"] == str(3 << 20)
+    waiting = subprocess.Popen([path, "1", "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert waiting.stdout.readline().startswith("addr=")
+    assert waiting.stdout.readline() == f"bytes={1 << 20}\n"
+    waiting.stdin.write("a line is not EOF\n")
+    waiting.stdin.flush()
+    out, _ = waiting.communicate(timeout=TIMEOUT)
+    assert (waiting.returncode, out) == (0, "")
+
+
+def test_threads_malloc(build):
+    proc = run(build("threads_malloc.c"))
+    assert proc.returncode == 0, proc.stderr
+    assert facts(proc.stdout) == {"threads": "4", "bytes_per_thread": "204800"}
+
+
+def test_umap_free(build):
+    proc = run(build("umap_free.cpp"), "20000")
+    assert proc.returncode == 0
+    assert facts(proc.stdout) == {"entries": "20000", "after_clear": "0"}
+
+
+def test_mmap_churn_checks_its_own_patterns(build, tmp_path):
+    path = build("mmap_churn.c")
+    seen = set()
+    for seed in range(1, 6):
+        proc = run(path, str(seed), "2500", env={**os.environ, "TMPDIR": str(tmp_path)})
+        assert proc.returncode == 0, f"seed {seed}: {proc.stderr}"
+        f = facts(proc.stdout)
+        assert proc.stdout.endswith("ok\n") and f["ops"] == "2500"
+        assert f["progress"] == "2000" and int(f["live"]) > 0 and int(f["checked_bytes"]) > 0
+        seen.add(f["checked_bytes"])
+    assert len(seen) > 1, "the seed decides the operations"
+    assert os.listdir(tmp_path) == [], "its temporary file is unlinked"
+    assert run(path).returncode == 2
+
+
+def test_sentinel_answers_each_check(build):
+    proc = subprocess.Popen([build("sentinel.c"), "9"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    regions = []
+    while (line := proc.stdout.readline()) != "ready\n":
+        assert line.startswith("sentinel=0x"), line
+        addr, length = line.split("=")[1].split()
+        regions.append((int(addr, 16), int(length)))
+    assert len(regions) == 9 and len({addr for addr, _ in regions}) == 9
+    assert all((length % 4096) == 0 for _, length in regions)
+    out, _ = proc.communicate("check\nwhat\ncheck\n", timeout=TIMEOUT)
+    assert (proc.returncode, out) == (0, "ok\nunknown command\nok\n")
+    assert run(build("sentinel.c"), "0").returncode == 2
+
+
+def test_late_alloc_allocates_after_a_line(build):
+    path = build("late_alloc.c")
+    proc = run(path, "16", input="go\n", stdin=None)
+    assert (proc.returncode, proc.stdout) == (0, "waiting\nallocated=16\n")
+    proc = run(path, "16")  # EOF instead of a line
+    assert (proc.returncode, proc.stdout) == (1, "waiting\nfailed: no line on stdin\n")
+
+
+def test_daemonize_starts_a_daemon_worker(build, tmp_path):
+    commands, replies = tmp_path / "commands", tmp_path / "replies"
+    os.mkfifo(commands)
+    os.mkfifo(replies)
+    from_daemon = os.open(replies, os.O_RDONLY | os.O_NONBLOCK)
+    daemon = None
+    try:
+        started = run(build("daemonize.c"), build("daemon_worker.c"), str(commands), str(replies))
+        assert started.returncode == 0
+        daemon = int(facts(started.stdout)["daemon"])
+        with open(f"/proc/{daemon}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        assert int(fields[3]) == daemon, "it leads a session of its own"
+        lines = []
+
+        def reply() -> str:
+            buffer = b""
+            while not buffer.endswith(b"\n"):
+                assert select.select([from_daemon], [], [], TIMEOUT)[0], f"no reply after {lines}"
+                buffer += os.read(from_daemon, 1)
+            lines.append(buffer.decode().rstrip("\n"))
+            return lines[-1]
+
+        assert reply() == f"ready pid={daemon}"
+        to_daemon = os.open(commands, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            for command, answer in ((b"alloc 16\n", "allocated=16"), (b"fork 8\n", "child_exit=0"),
+                                    (b"alloc 4\n", "failed: between 8 and 2048 MiB"),
+                                    (b"exit\n", "bye")):
+                os.write(to_daemon, command)
+                assert reply() == answer
+        finally:
+            os.close(to_daemon)
+        pidfd = os.pidfd_open(daemon)
+        assert select.select([pidfd], [], [], TIMEOUT)[0], "it exits after bye"
+        os.close(pidfd)
+        daemon = None
+    finally:
+        if daemon is not None:
+            os.kill(daemon, signal.SIGKILL)
+        os.close(from_daemon)
+
+
+def test_mmap_pairs(build):
+    f = facts(run(build("mmap_pairs.c"), "2000").stdout)
+    assert f["pairs"] == "2000" and float(f["ns_per_pair"]) > 0

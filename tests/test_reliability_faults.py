@@ -18,7 +18,6 @@ and its own mmaps fail beyond that, while the host and the other programs
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import resource
@@ -32,7 +31,8 @@ from _reliability_helpers import (
     MIB, children_of, checked_footprint, baseline_footprint, signal_mask, status_field,
 )
 from _server_helpers import (  # noqa: F401  (fixtures)
-    SP, TIMEOUT, ServerProc, clean_env, private_dir, proc_state, read_line, server, sockdir, wait_until,
+    SP, TIMEOUT, ServerProc, clean_env, private_dir, proc_state, read_line, server, sockdir, subreaper,
+    wait_until,
 )
 
 HEAP_HEADROOM = 512 * MIB      # RLIMIT_AS of the heap exhauster: space size + this
@@ -240,22 +240,7 @@ def test_a_program_with_a_thousand_threads(town, build):
 
 
 # -- the server killed while programs run --------------------------------------------------------
-PR_SET_CHILD_SUBREAPER = 36
 LINES = 200
-
-
-@pytest.fixture
-def subreaper():
-    """Make this process the subreaper of what it starts: programs orphaned by
-    a killed server become our children, so the test reaps them (and sees
-    their real exit status) instead of leaving zombies to init."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        pytest.fail(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
-    try:
-        yield
-    finally:
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 def test_server_killed_while_twenty_programs_run(sockdir, build, subreaper):
