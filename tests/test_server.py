@@ -129,7 +129,7 @@ def test_ps_lists_programs_with_their_launchers(server, build):
         table = server.cli("ps")
         assert table.returncode == 0
         header, *lines = table.stdout.splitlines()
-        assert header.split() == ["PID", "LAUNCHER", "S", "STARTED", "COMMAND"]
+        assert header.split() == ["PID", "LAUNCHER", "S", "STARTED", "MAPPED", "RSS", "COMMAND"]
         assert any(line.split()[:2] == [str(row["pid"]), str(launcher.pid)] and "'an arg'" in line
                    for line in lines)
     finally:

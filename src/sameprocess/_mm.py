@@ -24,6 +24,9 @@ _munmap = _libc.munmap
 _munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _mprotect = _libc.mprotect
 _mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_mincore = _libc.mincore
+_mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 
@@ -95,6 +98,18 @@ def peek(addr: int, length: int) -> bytes | None:
     except OSError:
         return None
     return data if len(data) == length else None
+
+
+def resident(ranges: list[tuple[int, int]]) -> int:
+    """Bytes of `ranges` in memory (mincore: a program's own pages, and the
+    page cache behind its file mappings); a range no longer mapped counts 0."""
+    total = 0
+    for start, end in ranges:
+        pages = (end - start + PAGE_SIZE - 1) // PAGE_SIZE
+        vector = ctypes.create_string_buffer(pages)
+        if _mincore(start, end - start, vector) == 0:
+            total += (pages - vector.raw.count(0)) * PAGE_SIZE
+    return total
 
 
 @dataclass(frozen=True)

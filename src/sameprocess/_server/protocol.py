@@ -355,6 +355,8 @@ class ProgramInfo(Record):
     state: str                    # one letter, as in /proc/PID/stat
     start_time: float             # time.time()
     args: list[bytes]
+    mapped: int = 0               # bytes the space records for it (0: not recorded)
+    resident: int = 0             # of those, bytes in memory
 
 
 class Programs(Message):
@@ -375,17 +377,20 @@ class Programs(Message):
             enc.u8(ord(p.state[:1] or "?"))
             enc.f64(p.start_time)
             enc.blobs(p.args)
+            enc.u64(p.mapped)
+            enc.u64(p.resident)
 
     @classmethod
     def decode_payload(cls, dec: Decoder) -> "Programs":
         truncated = dec.u8()
         programs = []
-        for _ in range(dec.count(MAX_PS_ENTRIES, "programs", 21)):
+        for _ in range(dec.count(MAX_PS_ENTRIES, "programs", 37)):
             pid, launcher, state, start = dec.u32(), dec.u32(), dec.u8(), dec.f64()
             args = dec.blobs(MAX_PS_ARGS // 4, MAX_PS_ARGS, "args")
+            mapped, resident = dec.u64(), dec.u64()
             if not 0x21 <= state < 0x7f:
                 raise ProtocolError(f"PROGRAMS: invalid state byte {state:#x}")
-            programs.append(ProgramInfo(pid, launcher or None, chr(state), start, args))
+            programs.append(ProgramInfo(pid, launcher or None, chr(state), start, args, mapped, resident))
         dec.end()
         if truncated > 1:
             raise ProtocolError(f"PROGRAMS: invalid flag {truncated}")

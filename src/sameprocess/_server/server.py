@@ -34,6 +34,7 @@ from typing import Callable
 
 from .._errors import SetuidIgnoredWarning
 from .framing import FrameReader, FrameWriter, PeerClosed, close_fds
+from .._mm import resident
 from .protocol import (
     MAX_PS_ARGS, RLIM_INFINITY, REQUESTS, Error, Exited, Kill, Killed, LauncherWarning, ListPrograms, Message,
     ProgramInfo, Programs, ProtocolError, Spawn, Started, Stop, Stopped, check_exec_sizes, printable,
@@ -415,11 +416,13 @@ class Server:
         infos, size = [], 0
         for pid, program in sorted(self._programs.items()):
             args = _cut_args(program.popen.args)
-            size += 29 + sum(4 + len(a) for a in args)
+            size += 45 + sum(4 + len(a) for a in args)
             if size > Programs.MAX_PAYLOAD - 64 or len(infos) == (1 << 16):
                 return infos, True
+            ranges = program.popen.mappings()
             infos.append(ProgramInfo(pid, program.launcher_pid, _proc_state(pid),
-                                     program.popen.start_time, args))
+                                     program.popen.start_time, args,
+                                     sum(end - start for start, end in ranges), resident(ranges)))
         return infos, False
 
     def _kill(self, pid: int, sig: int) -> int:
