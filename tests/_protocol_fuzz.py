@@ -267,15 +267,15 @@ def _links(pid: int) -> dict[str, str]:
 
 
 def sockets(pid: int) -> set[str]:
-    """The server's descriptors that are sockets (its listener, its connections)."""
-    return {fd for fd, target in _links(pid).items() if target.startswith("socket:")}
+    """The server's descriptors that are sockets or pidfds, before any
+    connection: its listener, and its space's keeper (socket and pidfd)."""
+    return {fd for fd, target in _links(pid).items()
+            if target.startswith("socket:") or target == "anon_inode:[pidfd]"}
 
 
 def quiet(pid: int, listening: set[str]) -> bool:
     """No connection open and no program's pidfd held: the server is idle."""
-    links = _links(pid)
-    return ({fd for fd, t in links.items() if t.startswith("socket:")} == listening
-            and "anon_inode:[pidfd]" not in links.values())
+    return sockets(pid) == listening
 
 
 class Accounting:
