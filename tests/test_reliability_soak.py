@@ -11,12 +11,11 @@ Flat means, comparing the second half of the run with the first:
   * descriptors: every sample equal to the first one, exactly;
   * mappings and RSS: every second-half sample at most the first half's
     maximum plus the per-run leftover allowance times the cycles since the
-    middle.  A C hello leaves 0.34 mappings and ~1 MiB of untouched virtual
-    memory per run (docs/architecture.md); of it a few pages were touched
-    (its stdio buffer in the heap segment, its TLS; 20 KiB measured) and
-    stay resident: MAPS_PER_RUN and RSS_KIB_PER_RUN bound that.  A leak of anything else per cycle (a
-    descriptor, a program's images, a server structure per connection)
-    breaks one of the bounds.
+    middle.  The space's ledger gives back everything a program mapped, so
+    a run leaves nothing of its own (docs/architecture.md); MAPS_PER_RUN and
+    RSS_KIB_PER_RUN only allow for the server's own allocator drifting.  A
+    leak of anything per cycle (a descriptor, a program's memory, a server
+    structure per connection) breaks one of the bounds.
 """
 from __future__ import annotations
 
@@ -31,8 +30,8 @@ from _server_helpers import ServerProc, read_line, sockdir  # noqa: F401  (fixtu
 SOAK_SECONDS = float(os.environ.get("SAMEPROCESS_SOAK_SECONDS", "150"))
 SAMPLE_EVERY = 100
 LAUNCHER_EVERY = 10
-MAPS_PER_RUN = 1.0              # measured 0.34 (docs/architecture.md)
-RSS_KIB_PER_RUN = 32            # measured 20: a hello's touched leftover pages
+MAPS_PER_RUN = 0.02             # a run leaves none (before the ledger: 0.34)
+RSS_KIB_PER_RUN = 4             # a run leaves none (before the ledger: 20 KiB)
 
 
 def _cycle(srv: ServerProc, hello: str, n: int, null: int) -> None:

@@ -439,3 +439,15 @@ def test_ps_json_shows_a_programs_mapped_and_resident_bytes(server, build):
         assert launcher.wait(TIMEOUT) == 0
         launcher.stdout.close()
         launcher.stderr.close()
+
+
+def test_a_space_may_make_no_reclaim_its_default(build):
+    """Space(reclaim=False): its programs run without the ledger's filter
+    (as a server started with --no-reclaim); one may still opt in."""
+    from sameprocess import Space
+    procstate = build("procstate.c")
+    with Space(reclaim=False) as space:
+        plain = space.run([procstate], capture_output=True, text=True)
+        recorded = space.run([procstate], capture_output=True, text=True, reclaim=True)
+    assert "Seccomp=0" in plain.stdout.splitlines()
+    assert "Seccomp=2" in recorded.stdout.splitlines()

@@ -25,14 +25,14 @@ _UNSUPPORTED = ("preexec_fn", "user", "group", "extra_groups")
 class Popen(subprocess.Popen):
     """subprocess.Popen for a program in a space; create it with Space.Popen."""
 
-    def __init__(self, space, args, *, ignored_signals=None, rlimits=None, reclaim=True, **kwargs):
+    def __init__(self, space, args, *, ignored_signals=None, rlimits=None, reclaim=None, **kwargs):
         for name in _UNSUPPORTED:
             if kwargs.get(name) is not None:
                 raise ValueError(f"{name} is not supported for programs in a space")
         self._space = space
         self._ignored_signals = ignored_signals
         self._rlimits = dict(rlimits or {})
-        self._reclaim = bool(reclaim)
+        self._reclaim = space.reclaim if reclaim is None else bool(reclaim)
         self._exited = threading.Event()
         self._pidfd_lock = threading.Lock()
         self._exit_callbacks: list[Callable[[Popen], None]] = []

@@ -34,7 +34,9 @@ class Space:
     running in it, so nothing outlives the `with` block.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, reclaim: bool = True) -> None:
+        """reclaim: the default of Popen(reclaim=...) for this space's programs."""
+        self.reclaim = bool(reclaim)
         self._reaper: Reaper | None = None
         self._live: dict[int, tuple[Popen, Launch]] = {}
         self._live_lock = threading.Lock()

@@ -25,6 +25,10 @@ def register(subparsers, parents) -> None:
     parser.add_argument("--request-timeout", type=seconds, default=10.0, metavar="SECONDS",
                         help="drop a client that has not sent a whole request after SECONDS "
                              "(default: 10)")
+    parser.add_argument("--no-reclaim", action="store_true",
+                        help="do not record programs' memory: run them without the ledger's "
+                             "filter, as before it (they may then exec set-ID binaries "
+                             "without CAP_SYS_ADMIN; what they map stays after they exit)")
     parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(handler=main)
 
@@ -72,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     # An ignored SIGCHLD (inherited from whoever started us) would make the
     # kernel reap programs before the space can collect their status.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    with Space() as space:
+    with Space(reclaim=not args.no_reclaim) as space:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)
         try:
