@@ -1,20 +1,23 @@
 """Popen: a program of the space, with exactly subprocess.Popen's interface.
 
 It *is* a subprocess.Popen: pipes, text mode, communicate() and the
-context manager are subprocess's own code.  Only the four points where a
+context manager are subprocess's own code.  Only the points where a
 program differs from a forked child are replaced: how it starts
 (_execute_child), how its exit is learned (its pidfd, polled by the waiting
-thread or by the space's reaper thread: no waitpid, no polling loop), and
-how it is signalled (its pidfd, so a
-reused PID can never be hit).
+thread or by the space's reaper thread, which give its memory back at
+once), and how it is signalled (its pidfd, so a reused PID can never be
+hit).  Reaping is subprocess's own: waitpid once the exit is known, so an
+exited program stays waitable by pid until its Popen waits, as a child does.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
 import threading
 import time
+import weakref
 from typing import Callable
 
 from ._spawn import PYTHON_IGNORED, SpawnSpec
@@ -25,17 +28,16 @@ _UNSUPPORTED = ("preexec_fn", "user", "group", "extra_groups")
 class Popen(subprocess.Popen):
     """subprocess.Popen for a program in a space; create it with Space.Popen."""
 
-    def __init__(self, space, args, *, ignored_signals=None, rlimits=None, **kwargs):
+    def __init__(self, space, args, *popen_args, ignored_signals=None, rlimits=None, **kwargs):
+        if popen_args:  # subprocess.Popen(args, bufsize, executable, ...): name them
+            kwargs = _name_positional(args, popen_args, kwargs)
         for name in _UNSUPPORTED:
             if kwargs.get(name) is not None:
                 raise ValueError(f"{name} is not supported for programs in a space")
         self._space = space
         self._ignored_signals = ignored_signals
         self._rlimits = dict(rlimits or {})
-        self._exited = threading.Event()
-        self._pidfd_lock = threading.Lock()
-        self._exit_callbacks: list[Callable[[Popen], None]] = []
-        self.pidfd = -1
+        self._exit = ProgramExit(self)
         self.start_time = time.time()
         super().__init__(args, **kwargs)
 
@@ -90,45 +92,108 @@ class Popen(subprocess.Popen):
             return {"ignore_signals": ignore, "default_signals": frozenset(range(1, 65)) - ignore}
         return {"default_signals": PYTHON_IGNORED if restore_signals else frozenset()}
 
-    # -- exit, as reported by the space's reaper ---------------------------
-    def add_exit_callback(self, callback: Callable[["Popen"], None]) -> None:
-        """Call callback(self) once the program has been reaped (maybe now)."""
-        with self._pidfd_lock:
-            if not self._exited.is_set():
-                self._exit_callbacks.append(callback)
-                return
-        callback(self)
+    # -- exit: learned from the pidfd, reaped by waitpid as subprocess does --
+    @property
+    def pidfd(self) -> int:
+        """The program's pidfd until its last thread is gone, then -1."""
+        return self._exit.pidfd
 
-    def _reaped(self, returncode: int) -> None:
-        with self._pidfd_lock:
-            self.returncode = returncode
-            os.close(self.pidfd)
-            self.pidfd = -1
-            self._exited.set()
-            callbacks, self._exit_callbacks = self._exit_callbacks, []
-        for callback in callbacks:
+    def add_exit_callback(self, callback: Callable[["Popen"], None]) -> None:
+        """Call callback(self) once the program has been reaped (maybe now).
+
+        A program with exit callbacks is reaped as soon as it exits, in
+        the thread that learns of the exit, so that the callbacks see its
+        returncode."""
+        if self._exit.add_callback(callback):
+            self.wait()
             callback(self)
 
-    def _internal_poll(self, *args, **kwargs):
-        return self.returncode if self._exited.is_set() else None
+    def _exit_known(self, timeout: float | None) -> bool:
+        """Whether the program's threads are gone (and its memory given
+        back), waiting up to timeout for it."""
+        if self._exit.gone.is_set():
+            return True
+        claimed = self._space._reap_here(self, timeout)
+        return claimed is True or (claimed is None and self._exit.gone.wait(timeout))
 
-    def _wait(self, timeout):
-        reaped = None if self._exited.is_set() else self._space._reap_here(self, timeout)
-        if reaped is False or (reaped is None and not self._exited.wait(timeout)):
-            raise subprocess.TimeoutExpired(self.args, timeout)
+    def _internal_poll(self, _deadstate=None, **kwargs):
+        if self.returncode is None and self._exit_known(0):
+            return super()._internal_poll(_deadstate=_deadstate)
         return self.returncode
 
+    def _wait(self, timeout):
+        if self.returncode is None and not self._exit_known(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return super()._wait(None)  # exited: subprocess's own waitpid reaps it now
+
     def send_signal(self, sig):
-        with self._pidfd_lock:
-            if self._exited.is_set():
+        self.poll()  # as subprocess: never signal a program known to have exited
+        if self.returncode is None:
+            self._exit.send_signal(sig)
+
+    def __repr__(self):
+        return f"<sameprocess.Popen: returncode: {self.returncode} args: {self.args!r}>"
+
+
+_POPEN_PARAMETERS = inspect.signature(subprocess.Popen.__init__)
+
+
+def _name_positional(args, popen_args: tuple, kwargs: dict) -> dict:
+    """subprocess.Popen's positional arguments after args, as keywords
+    (a TypeError for too many or one given twice, as subprocess.Popen's)."""
+    bound = _POPEN_PARAMETERS.bind(None, args, *popen_args, **kwargs).arguments
+    del bound["self"], bound["args"]
+    return bound
+
+
+class ProgramExit:
+    """What the space keeps of a program's Popen: its pidfd, whether its
+    last thread is gone, and the exit callbacks.
+
+    The space holds this and only a weak reference to the Popen, so a Popen
+    dropped while its program runs reaches subprocess's __del__ (a
+    ResourceWarning, then subprocess._active until it is reaped).  The
+    program is reaped by its Popen (waitpid, as subprocess does), not at
+    exit: until then it stays waitable by pid, as a forked child does.
+    """
+
+    def __init__(self, program: Popen) -> None:
+        self.program = weakref.ref(program)
+        self.pidfd = -1
+        self.gone = threading.Event()
+        self._lock = threading.Lock()  # the pidfd is never signalled once closed
+        self._callbacks: list[Callable[[Popen], None]] = []
+
+    def add_callback(self, callback: Callable[[Popen], None]) -> bool:
+        """Keep callback for the exit; False if the program is gone already."""
+        with self._lock:
+            if not self.gone.is_set():
+                self._callbacks.append(callback)
+                return False
+        return True
+
+    def send_signal(self, sig: int) -> None:
+        with self._lock:
+            if self.pidfd < 0:
                 return
             try:
                 signal.pidfd_send_signal(self.pidfd, sig)
             except ProcessLookupError:
-                pass  # exited, not yet reaped
+                pass  # exited, not yet noticed
 
-    def __repr__(self):
-        return f"<sameprocess.Popen: returncode: {self.returncode} args: {self.args!r}>"
+    def exited(self) -> None:
+        """Space: the program's threads are gone and its memory is given back."""
+        with self._lock:
+            os.close(self.pidfd)
+            self.pidfd = -1
+            self.gone.set()
+            callbacks, self._callbacks = self._callbacks, []
+        program = self.program()
+        if program is None or not callbacks:
+            return
+        program.wait()  # reaps it: callbacks are promised its returncode
+        for callback in callbacks:
+            callback(program)
 
 
 def _environment_block(env) -> list[bytes]:
