@@ -11,9 +11,12 @@ exited program stays waitable by pid until its Popen waits, as a child does.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import inspect
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -46,9 +49,8 @@ class Popen(subprocess.Popen):
                        startupinfo, creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite,
                        errread, errwrite, restore_signals, gid, gids, uid, umask,
                        start_new_session, process_group):
-        if not close_fds:
-            raise ValueError("close_fds=False is not supported: a program in a space starts "
-                             "with only its stdio and pass_fds")
+        if not close_fds:  # subprocess has forced it to True if pass_fds were given
+            pass_fds = _inheritable_fds()
         args = self._normalize_args(args, shell, executable)
         executable = args[0] if executable is None else executable
         spec = SpawnSpec(
@@ -60,7 +62,14 @@ class Popen(subprocess.Popen):
             process_group=-1 if process_group is None else process_group,
             umask=umask, **self._signal_dispositions(restore_signals),
             rlimits=tuple((int(r), int(s), int(h)) for r, (s, h) in self._rlimits.items()))
-        self._space._start(self, spec)
+        try:
+            self._space._start(self, spec)
+        except OSError:
+            # Natively the child's chdir fails before its exec could.
+            error = None if cwd is None else _chdir_error(cwd)
+            if error is not None:
+                raise error from None
+            raise
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
 
@@ -214,6 +223,33 @@ def _no_nul(arg) -> bytes:
     if b"\0" in raw:
         raise ValueError("embedded null byte in an argument")
     return raw
+
+
+def _inheritable_fds() -> tuple[int, ...]:
+    """close_fds=False: the host's descriptors (3 and up) that an exec would
+    leave open, those without FD_CLOEXEC.  The space's own (pidfds, the
+    reaper's, the spawn's) all have the flag."""
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if fd > 2 and not fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                fds.append(fd)
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return tuple(sorted(fds))
+
+
+def _chdir_error(cwd) -> OSError | None:
+    """What chdir(cwd) would raise (named after cwd, as subprocess's), if anything."""
+    try:
+        if not stat.S_ISDIR(os.stat(cwd).st_mode):
+            return NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fsdecode(cwd))
+    except OSError as error:
+        return error
+    if not os.access(cwd, os.X_OK):
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(cwd))
+    return None
 
 
 def _check_pass_fds(pass_fds) -> tuple[int, ...]:
