@@ -15,6 +15,7 @@ import errno
 import fcntl
 import inspect
 import os
+import select
 import signal
 import stat
 import subprocess
@@ -123,7 +124,11 @@ class Popen(subprocess.Popen):
         if self._exit.gone.is_set():
             return True
         claimed = self._space._reap_here(self, timeout)
-        return claimed is True or (claimed is None and self._exit.gone.wait(timeout))
+        if claimed is not None:
+            return claimed
+        # Another thread has it, and it wakes as soon as the program exits:
+        # after an exit, wait for that thread, so that poll() never says None.
+        return self._exit.gone.wait(timeout) or (self._exit.has_exited() and self._exit.gone.wait())
 
     def _internal_poll(self, _deadstate=None, **kwargs):
         if self.returncode is None and self._exit_known(0):
@@ -189,6 +194,15 @@ class ProgramExit:
                 signal.pidfd_send_signal(self.pidfd, sig)
             except ProcessLookupError:
                 pass  # exited, not yet noticed
+
+    def has_exited(self) -> bool:
+        """Whether the program's last thread is gone (maybe not yet noticed)."""
+        with self._lock:
+            if self.pidfd < 0:
+                return True
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+            return bool(poller.poll(0))
 
     def exited(self) -> None:
         """Space: the program's threads are gone and its memory is given back."""

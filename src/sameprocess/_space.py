@@ -141,7 +141,8 @@ class Space:
     def _reap_here(self, program: Popen, timeout: float | None) -> bool | None:
         """Wait for program's exit in the calling thread and clean up after
         it here: True once done, False if it outlived timeout (it is the
-        reaper thread's again), None if the reaper thread has it already.
+        reaper thread's again), None if another thread (the reaper's, or a
+        waiting one) has it already.
         Its Popen reaps it next (waitpid)."""
         reaper = self._reaper
         pidfd = program.pidfd
