@@ -52,8 +52,8 @@ class Reaper:
 
     def claim(self, pidfd: int) -> Callable[[int], None] | None:
         """Take a watched program away from the thread: the caller now waits
-        for it, reaps it with reap_claimed() or hands it back with watch().
-        None if the thread is collecting it already."""
+        for its exit with reap_claimed() or hands it back with watch().
+        None if the thread (or another caller) has it already."""
         with self._lock:
             on_exit = self._watched.pop(pidfd, None)
             if on_exit is not None:
@@ -62,8 +62,8 @@ class Reaper:
 
     @staticmethod
     def reap_claimed(pidfd: int, timeout: float | None) -> int | None:
-        """Wait up to timeout for a claimed program; its returncode once
-        reaped, None if it is still running."""
+        """Wait up to timeout for a claimed program; its returncode once it
+        has exited (the zombie stays for its Popen), None if it still runs."""
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         if not poller.poll(None if timeout is None else max(timeout * 1000, 0)):
