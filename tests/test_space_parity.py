@@ -17,6 +17,11 @@ def wait_until_exited(pid: int) -> None:
     os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
 
 
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
 def test_an_exited_program_stays_waitable_by_pid_until_its_popen_waits(space, build):
     program = [build("exit_code.c"), "7"]
     results = []
@@ -33,7 +38,7 @@ def test_memory_is_given_back_before_the_program_is_reaped(space, build):
     p = space.Popen([exe], stdout=subprocess.DEVNULL)
     wait_until_exited(p.pid)
     assert p._exit.gone.wait(timeout=60)  # the space noticed the exit
-    assert open(f"/proc/{p.pid}/stat").read().split(")")[1].split()[0] == "Z"
+    assert process_state(p.pid) == "Z"  # a zombie, still to be reaped
     assert not [m for m in _mm.read_maps() if m.path == exe]
     assert p.pidfd == -1 and p.returncode is None
     assert p.wait() == 0
@@ -141,3 +146,13 @@ def test_a_bad_cwd_is_named_before_a_missing_program(space, tmp_path):
         errors.append((type(info.value), info.value.filename))
     assert errors[0] == (FileNotFoundError, missing_dir)
     assert errors[1] == errors[0]
+
+
+def test_with_sigchld_ignored_the_status_is_lost_as_for_subprocess(space, build):
+    """The kernel then reaps every child itself: subprocess reports 0."""
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        codes = [start([build("exit_code.c"), "7"]).wait() for start in (subprocess.Popen, space.Popen)]
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert codes == [0, 0]
