@@ -4,6 +4,7 @@ import gc
 import os
 import signal
 import subprocess
+import threading
 import warnings
 
 import pytest
@@ -73,10 +74,36 @@ def test_a_dropped_running_popen_warns_and_is_reaped_by_subprocess_cleanup(space
     parked = [inst for inst in subprocess._active if inst.pid == pid]
     assert len(parked) == 1
     stdin.close()  # the sleeper exits at EOF
-    wait_until_exited(pid)
+    assert parked[0]._exit.gone.wait(timeout=60)  # the reaper thread saw it
     subprocess._cleanup()
     assert parked[0] not in subprocess._active and parked[0].returncode == 0
     assert not os.path.exists(f"/proc/{pid}")
+    stdout.close()
+
+
+def test_a_finalizer_never_takes_the_reapers_lock(space, build):
+    """Collection may finalize a dropped Popen in any thread, even in one
+    that holds the reaper's lock (its own thread, say): __del__ must not
+    claim the program.  Here another thread drops it while the lock is held."""
+    held = [space.Popen([build("sleeper.c")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)]
+    stdin, stdout, pid = held[0].stdin, held[0].stdout, held[0].pid
+    finalized = threading.Event()
+
+    def drop():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            held.clear()
+        finalized.set()
+
+    with space._reaper._lock:
+        dropper = threading.Thread(target=drop)
+        dropper.start()
+        done = finalized.wait(timeout=30)
+    dropper.join()
+    assert done
+    parked = [inst for inst in subprocess._active if inst.pid == pid]
+    stdin.close()
+    assert parked[0].wait() == 0
     stdout.close()
 
 

@@ -131,9 +131,13 @@ class Popen(subprocess.Popen):
         return self._exit.gone.wait(timeout) or (self._exit.has_exited() and self._exit.gone.wait())
 
     def _internal_poll(self, _deadstate=None, **kwargs):
-        if self.returncode is None and self._exit_known(0):
-            return super()._internal_poll(_deadstate=_deadstate)
-        return self.returncode
+        if self.returncode is not None:
+            return self.returncode
+        # From __del__ and subprocess's cleanup (_deadstate given) only what
+        # is known already: a finalizer may run in any thread, even in one
+        # that holds the reaper's lock, so it must not claim the program.
+        known = self._exit.gone.is_set() if _deadstate is not None else self._exit_known(0)
+        return super()._internal_poll(_deadstate=_deadstate) if known else None
 
     def _wait(self, timeout):
         if self.returncode is None and not self._exit_known(timeout):
