@@ -183,3 +183,14 @@ def test_with_sigchld_ignored_the_status_is_lost_as_for_subprocess(space, build)
     finally:
         signal.signal(signal.SIGCHLD, previous)
     assert codes == [0, 0]
+
+
+def test_repr_is_subprocess_popens_with_the_package_named(space, build):
+    p = space.Popen([build("exit_code.c"), "a" * 100])
+    p.wait()
+    native = subprocess.Popen(["true", "a" * 100])
+    native.wait()
+    native.args = p.args
+    native.returncode = p.returncode
+    assert repr(p) == "<sameprocess." + repr(native)[1:]
+    assert repr(p).endswith("...>")  # long args cut as subprocess cuts them

@@ -150,7 +150,7 @@ class Popen(subprocess.Popen):
             self._exit.send_signal(sig)
 
     def __repr__(self):
-        return f"<sameprocess.Popen: returncode: {self.returncode} args: {self.args!r}>"
+        return "<sameprocess." + super().__repr__()[1:]  # subprocess's, args cut alike
 
 
 _POPEN_PARAMETERS = inspect.signature(subprocess.Popen.__init__)
