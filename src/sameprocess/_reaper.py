@@ -9,9 +9,9 @@ ever calls wait(-1), which would steal other children's statuses from the
 rest of the host (subprocess, multiprocessing...).
 
 A thread that waits for one program may take it over (claim): it then
-polls that pidfd and handles the exit itself.  Its caches are warm and nothing has
-to be handed between threads (a wakeup and the GIL) after the exit, which
-is most of what reaping costs once the program is gone.
+polls that pidfd and handles the exit itself.  Its caches are warm and
+nothing has to be handed between threads (a wakeup and the GIL) after the
+exit, which is most of what reaping costs once the program is gone.
 """
 from __future__ import annotations
 
