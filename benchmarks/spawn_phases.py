@@ -43,9 +43,9 @@ PHASES = [
     (_native, "spawn", "clone3", False),
     (_native, "spawn", "child path, until its report is seen", True),
     (_spawn, "_wait_for_report", "Popen and run() until wait()", True),
-    (_reaper.Reaper, "reap_claimed", "the program runs, until reaped", False),
+    (_reaper.Reaper, "reap_claimed", "the program runs, until its exit is seen", False),
     (_reaper.Reaper, "reap_claimed", "reclamation (registry, link_map, unmaps)", True),
-    (_popen.Popen, "_reaped", "exit reported, until run() returns", False),
+    (_popen.ProgramExit, "exited", "exit reported and reaped, until run() returns", False),
 ]
 LAST_BEFORE_CLONE = "child spec"
 

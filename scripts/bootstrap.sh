@@ -3,7 +3,9 @@
 #  1. installs the system packages the tests need, only those missing
 #     (apt-get; sudo when not root): g++, Go (golang-go), musl-tools, rustc (unless a
 #     rustc is already on PATH), the aarch64 cross compiler (the tests build
-#     the native core for both architectures), static libc, python3-venv;
+#     the native core for both architectures), static libc, python3-venv,
+#     and for Debian's python3.X its test package (libpython3.X-testsuite:
+#     tests/test_cpython_subprocess_suite.py runs CPython's test_subprocess);
 #  2. creates .venv with python3.11 (or python3 >= 3.11) and upgrades pip;
 #  3. installs the package and its test extras: pip install -e '.[test]'
 #     (every run, so an edited native core is rebuilt).
@@ -57,6 +59,11 @@ if ! command -v gcc >/dev/null 2>&1 || [ "$(gcc -print-file-name=libc.a)" = "lib
     missing+=(libc6-dev)
 fi
 "$PY" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+# CPython's own test_subprocess is run against the space; Debian's python3.X
+# ships its test package separately (other interpreters: the test skips).
+if ! "$PY" -c 'import test.test_subprocess' 2>/dev/null && [ "${PY#/usr/bin/}" != "$PY" ]; then
+    missing+=("libpython$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-testsuite")
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"

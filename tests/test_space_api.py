@@ -146,10 +146,10 @@ def test_exit_callback_runs_after_reaping(space, build):
 
 
 def test_unsupported_arguments_are_refused(space, build):
-    with pytest.raises(ValueError, match="preexec_fn"):
-        space.Popen([build("hello.c")], preexec_fn=lambda: None)
-    with pytest.raises(ValueError, match="close_fds"):
-        space.Popen([build("hello.c")], close_fds=False)
+    for name, value in [("preexec_fn", lambda: None), ("user", 0), ("group", 0),
+                        ("extra_groups", [0])]:
+        with pytest.raises(ValueError, match=f"{name} is not supported"):
+            space.Popen([build("hello.c")], **{name: value})
     with pytest.raises(ValueError, match="null byte"):
         space.Popen([build("hello.c"), "a\0b"])
 

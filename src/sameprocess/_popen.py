@@ -1,20 +1,27 @@
 """Popen: a program of the space, with exactly subprocess.Popen's interface.
 
 It *is* a subprocess.Popen: pipes, text mode, communicate() and the
-context manager are subprocess's own code.  Only the four points where a
+context manager are subprocess's own code.  Only the points where a
 program differs from a forked child are replaced: how it starts
 (_execute_child), how its exit is learned (its pidfd, polled by the waiting
-thread or by the space's reaper thread: no waitpid, no polling loop), and
-how it is signalled (its pidfd, so a
-reused PID can never be hit).
+thread or by the space's reaper thread, which give its memory back at
+once), and how it is signalled (its pidfd, so a reused PID can never be
+hit).  Reaping is subprocess's own: waitpid once the exit is known, so an
+exited program stays waitable by pid until its Popen waits, as a child does.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import inspect
 import os
+import select
 import signal
+import stat
 import subprocess
 import threading
 import time
+import weakref
 from typing import Callable
 
 from ._spawn import PYTHON_IGNORED, SpawnSpec
@@ -25,7 +32,10 @@ _UNSUPPORTED = ("preexec_fn", "user", "group", "extra_groups")
 class Popen(subprocess.Popen):
     """subprocess.Popen for a program in a space; create it with Space.Popen."""
 
-    def __init__(self, space, args, *, ignored_signals=None, rlimits=None, reclaim=None, **kwargs):
+    def __init__(self, space, args, *popen_args, ignored_signals=None, rlimits=None, reclaim=None,
+                 **kwargs):
+        if popen_args:  # subprocess.Popen(args, bufsize, executable, ...): name them
+            kwargs = _name_positional(args, popen_args, kwargs)
         for name in _UNSUPPORTED:
             if kwargs.get(name) is not None:
                 raise ValueError(f"{name} is not supported for programs in a space")
@@ -33,10 +43,7 @@ class Popen(subprocess.Popen):
         self._ignored_signals = ignored_signals
         self._rlimits = dict(rlimits or {})
         self._reclaim = space.reclaim if reclaim is None else bool(reclaim)
-        self._exited = threading.Event()
-        self._pidfd_lock = threading.Lock()
-        self._exit_callbacks: list[Callable[[Popen], None]] = []
-        self.pidfd = -1
+        self._exit = ProgramExit(self)
         self.start_time = time.time()
         super().__init__(args, **kwargs)
 
@@ -45,9 +52,8 @@ class Popen(subprocess.Popen):
                        startupinfo, creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite,
                        errread, errwrite, restore_signals, gid, gids, uid, umask,
                        start_new_session, process_group):
-        if not close_fds:
-            raise ValueError("close_fds=False is not supported: a program in a space starts "
-                             "with only its stdio and pass_fds")
+        if not close_fds:  # subprocess has forced it to True if pass_fds were given
+            pass_fds = _inheritable_fds()
         args = self._normalize_args(args, shell, executable)
         executable = args[0] if executable is None else executable
         spec = SpawnSpec(
@@ -60,7 +66,14 @@ class Popen(subprocess.Popen):
             umask=umask, **self._signal_dispositions(restore_signals),
             rlimits=tuple((int(r), int(s), int(h)) for r, (s, h) in self._rlimits.items()),
             reclaim=self._reclaim)
-        self._space._start(self, spec)
+        try:
+            self._space._start(self, spec)
+        except OSError:
+            # Natively the child's chdir fails before its exec could.
+            error = None if cwd is None else _chdir_error(cwd)
+            if error is not None:
+                raise error from None
+            raise
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
 
@@ -96,48 +109,128 @@ class Popen(subprocess.Popen):
         """The [start, end) ranges the space records for this program while
         it runs: what the loader mapped for it and, when the space reclaims
         memory, everything it mapped since (merged where adjacent); [] once
-        reaped."""
+        its memory is given back."""
         return self._space._mappings(self)
 
-    # -- exit, as reported by the space's reaper ---------------------------
-    def add_exit_callback(self, callback: Callable[["Popen"], None]) -> None:
-        """Call callback(self) once the program has been reaped (maybe now)."""
-        with self._pidfd_lock:
-            if not self._exited.is_set():
-                self._exit_callbacks.append(callback)
-                return
-        callback(self)
+    # -- exit: learned from the pidfd, reaped by waitpid as subprocess does --
+    @property
+    def pidfd(self) -> int:
+        """The program's pidfd until its last thread is gone, then -1."""
+        return self._exit.pidfd
 
-    def _reaped(self, returncode: int) -> None:
-        with self._pidfd_lock:
-            self.returncode = returncode
-            os.close(self.pidfd)
-            self.pidfd = -1
-            self._exited.set()
-            callbacks, self._exit_callbacks = self._exit_callbacks, []
-        for callback in callbacks:
+    def add_exit_callback(self, callback: Callable[["Popen"], None]) -> None:
+        """Call callback(self) once the program has been reaped (maybe now).
+
+        A program with exit callbacks is reaped as soon as it exits, in
+        the thread that learns of the exit, so that the callbacks see its
+        returncode."""
+        if self._exit.add_callback(callback):
+            self.wait()
             callback(self)
 
-    def _internal_poll(self, *args, **kwargs):
-        return self.returncode if self._exited.is_set() else None
+    def _exit_known(self, timeout: float | None) -> bool:
+        """Whether the program's threads are gone (and its memory given
+        back), waiting up to timeout for it."""
+        if self._exit.gone.is_set():
+            return True
+        claimed = self._space._reap_here(self, timeout)
+        if claimed is not None:
+            return claimed
+        # Another thread has it, and it wakes as soon as the program exits:
+        # after an exit, wait for that thread, so that poll() never says None.
+        return self._exit.gone.wait(timeout) or (self._exit.has_exited() and self._exit.gone.wait())
+
+    def _internal_poll(self, _deadstate=None, **kwargs):
+        if self.returncode is not None:
+            return self.returncode
+        # From __del__ and subprocess's cleanup (_deadstate given) only what
+        # is known already: a finalizer may run in any thread, even in one
+        # that holds the reaper's lock, so it must not claim the program.
+        known = self._exit.gone.is_set() if _deadstate is not None else self._exit_known(0)
+        return super()._internal_poll(_deadstate=_deadstate) if known else None
 
     def _wait(self, timeout):
-        reaped = None if self._exited.is_set() else self._space._reap_here(self, timeout)
-        if reaped is False or (reaped is None and not self._exited.wait(timeout)):
+        if self.returncode is None and not self._exit_known(timeout):
             raise subprocess.TimeoutExpired(self.args, timeout)
-        return self.returncode
+        return super()._wait(None)  # exited: subprocess's own waitpid reaps it now
 
     def send_signal(self, sig):
-        with self._pidfd_lock:
-            if self._exited.is_set():
+        self.poll()  # as subprocess: never signal a program known to have exited
+        if self.returncode is None:
+            self._exit.send_signal(sig)
+
+    def __repr__(self):
+        return "<sameprocess." + super().__repr__()[1:]  # subprocess's, args cut alike
+
+
+_POPEN_PARAMETERS = inspect.signature(subprocess.Popen.__init__)
+
+
+def _name_positional(args, popen_args: tuple, kwargs: dict) -> dict:
+    """subprocess.Popen's positional arguments after args, as keywords
+    (a TypeError for too many or one given twice, as subprocess.Popen's)."""
+    bound = _POPEN_PARAMETERS.bind(None, args, *popen_args, **kwargs).arguments
+    del bound["self"], bound["args"]
+    return bound
+
+
+class ProgramExit:
+    """What the space keeps of a program's Popen: its pidfd, whether its
+    last thread is gone, and the exit callbacks.
+
+    The space holds this and only a weak reference to the Popen, so a Popen
+    dropped while its program runs reaches subprocess's __del__ (a
+    ResourceWarning, then subprocess._active until it is reaped).  The
+    program is reaped by its Popen (waitpid, as subprocess does), not at
+    exit: until then it stays waitable by pid, as a forked child does.
+    """
+
+    def __init__(self, program: Popen) -> None:
+        self.program = weakref.ref(program)
+        self.pidfd = -1
+        self.gone = threading.Event()
+        self._lock = threading.Lock()  # the pidfd is never signalled once closed
+        self._callbacks: list[Callable[[Popen], None]] = []
+
+    def add_callback(self, callback: Callable[[Popen], None]) -> bool:
+        """Keep callback for the exit; False if the program is gone already."""
+        with self._lock:
+            if not self.gone.is_set():
+                self._callbacks.append(callback)
+                return False
+        return True
+
+    def send_signal(self, sig: int) -> None:
+        with self._lock:
+            if self.pidfd < 0:
                 return
             try:
                 signal.pidfd_send_signal(self.pidfd, sig)
             except ProcessLookupError:
-                pass  # exited, not yet reaped
+                pass  # exited, not yet noticed
 
-    def __repr__(self):
-        return f"<sameprocess.Popen: returncode: {self.returncode} args: {self.args!r}>"
+    def has_exited(self) -> bool:
+        """Whether the program's last thread is gone (maybe not yet noticed)."""
+        with self._lock:
+            if self.pidfd < 0:
+                return True
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+            return bool(poller.poll(0))
+
+    def exited(self) -> None:
+        """Space: the program's threads are gone and its memory is given back."""
+        with self._lock:
+            os.close(self.pidfd)
+            self.pidfd = -1
+            self.gone.set()
+            callbacks, self._callbacks = self._callbacks, []
+        program = self.program()
+        if program is None or not callbacks:
+            return
+        program.wait()  # reaps it: callbacks are promised its returncode
+        for callback in callbacks:
+            callback(program)
 
 
 def _environment_block(env) -> list[bytes]:
@@ -158,6 +251,33 @@ def _no_nul(arg) -> bytes:
     if b"\0" in raw:
         raise ValueError("embedded null byte in an argument")
     return raw
+
+
+def _inheritable_fds() -> tuple[int, ...]:
+    """close_fds=False: the host's descriptors (3 and up) that an exec would
+    leave open, those without FD_CLOEXEC.  The space's own (pidfds, the
+    reaper's, the spawn's) all have the flag."""
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if fd > 2 and not fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                fds.append(fd)
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return tuple(sorted(fds))
+
+
+def _chdir_error(cwd) -> OSError | None:
+    """What chdir(cwd) would raise (named after cwd, as subprocess's), if anything."""
+    try:
+        if not stat.S_ISDIR(os.stat(cwd).st_mode):
+            return NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fsdecode(cwd))
+    except OSError as error:
+        return error
+    if not os.access(cwd, os.X_OK):
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(cwd))
+    return None
 
 
 def _check_pass_fds(pass_fds) -> tuple[int, ...]:

@@ -1,14 +1,17 @@
-"""One thread that reaps every program of the space as soon as it exits.
+"""One thread that learns of every program's exit as soon as it happens.
 
 Each program's pidfd sits in an epoll set; a readable pidfd means the
-program has exited, and waitid(P_PIDFD) collects exactly that program.
-Nothing here ever calls wait(-1), which would steal other children's
-statuses from the rest of the host (subprocess, multiprocessing...).
+program's last thread has exited, and waitid(P_PIDFD, WNOWAIT) reads its
+status without reaping it: its memory can be given back at once, while the
+zombie stays for its Popen to reap (waitpid, as subprocess does), so that
+user code may still wait for it by pid as for any child.  Nothing here
+ever calls wait(-1), which would steal other children's statuses from the
+rest of the host (subprocess, multiprocessing...).
 
 A thread that waits for one program may take it over (claim): it then
-polls that pidfd and reaps it itself.  Its caches are warm and nothing has
-to be handed between threads (a wakeup and the GIL) after the exit, which
-is most of what reaping costs once the program is gone.
+polls that pidfd and handles the exit itself.  Its caches are warm and
+nothing has to be handed between threads (a wakeup and the GIL) after the
+exit, which is most of what reaping costs once the program is gone.
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ import threading
 from typing import Callable
 
 log = logging.getLogger("sameprocess")
+
+
+LOST = 255  # the status of a program reaped by someone else, as a returncode
 
 
 def status_to_returncode(result: os.waitid_result) -> int:
@@ -46,8 +52,8 @@ class Reaper:
 
     def claim(self, pidfd: int) -> Callable[[int], None] | None:
         """Take a watched program away from the thread: the caller now waits
-        for it, reaps it with reap_claimed() or hands it back with watch().
-        None if the thread is collecting it already."""
+        for its exit with reap_claimed() or hands it back with watch().
+        None if the thread (or another caller) has it already."""
         with self._lock:
             on_exit = self._watched.pop(pidfd, None)
             if on_exit is not None:
@@ -56,13 +62,16 @@ class Reaper:
 
     @staticmethod
     def reap_claimed(pidfd: int, timeout: float | None) -> int | None:
-        """Wait up to timeout for a claimed program; its returncode once
-        reaped, None if it is still running."""
+        """Wait up to timeout for a claimed program; its returncode once it
+        has exited (the zombie stays for its Popen), None if it still runs."""
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         if not poller.poll(None if timeout is None else max(timeout * 1000, 0)):
             return None
-        return status_to_returncode(os.waitid(os.P_PIDFD, pidfd, os.WEXITED))
+        try:
+            return status_to_returncode(os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOWAIT))
+        except ChildProcessError:  # reaped by someone else already (os.waitpid(pid))
+            return LOST
 
     def _run(self) -> None:
         while True:
@@ -82,9 +91,8 @@ class Reaper:
             if pidfd not in self._watched:
                 return
             try:
-                result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
-            except ChildProcessError:  # SIGCHLD ignored?  The status is gone
-                log.error("sameprocess: exit status of a program was lost (is SIGCHLD ignored?)")
+                result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:  # reaped already: os.waitpid(pid), or SIGCHLD ignored
                 result = None
             else:
                 if result is None:
@@ -92,7 +100,7 @@ class Reaper:
             self._epoll.unregister(pidfd)
             on_exit = self._watched.pop(pidfd)
         try:
-            on_exit(status_to_returncode(result) if result is not None else 255)
+            on_exit(status_to_returncode(result) if result is not None else LOST)
         except Exception:  # a bug in cleanup must not stop reaping the others
             log.exception("sameprocess: error while cleaning up after a program")
 

@@ -9,7 +9,7 @@ import threading
 from . import _mm, _runtime
 from ._errors import SpaceError
 from ._linkmap import link_map_biases, object_span
-from ._popen import Popen
+from ._popen import Popen, ProgramExit
 from ._reaper import Reaper
 from ._spawn import HostFacts, Launch, SpawnSpec, spawn
 
@@ -38,7 +38,7 @@ class Space:
         """reclaim: the default of Popen(reclaim=...) for this space's programs."""
         self.reclaim = bool(reclaim)
         self._reaper: Reaper | None = None
-        self._live: dict[int, tuple[Popen, Launch]] = {}
+        self._live: dict[int, tuple[ProgramExit, Launch]] = {}
         self._live_lock = threading.Lock()
         self.extra_auxv: list[tuple[int, int]] = []
         self._runtime: _runtime.Block | None = None
@@ -65,10 +65,16 @@ class Space:
         global _current
         if self._reaper is None:
             return
-        for program in self.programs():
-            program.send_signal(signal.SIGKILL)
-        for program in self.programs():
-            program.wait()
+        with self._live_lock:
+            exits = [program_exit for program_exit, _ in self._live.values()]
+        for program_exit in exits:
+            program_exit.send_signal(signal.SIGKILL)
+        for program_exit in exits:
+            program = program_exit.program()
+            if program is not None:
+                program.wait()
+            else:  # dropped by a cycle collection: nobody will reap it
+                program_exit.gone.wait()
         self._reaper.close()
         self._reaper = None
         self.extra_auxv.remove((_runtime.AT_SAMEPROCESS, self._runtime.address))
@@ -96,11 +102,11 @@ class Space:
         return host is not None and host.keeper is not None
 
     # -- programs -----------------------------------------------------------
-    def Popen(self, args, **kwargs) -> Popen:  # noqa: N802 (mirrors subprocess)
+    def Popen(self, args, *popen_args, **kwargs) -> Popen:  # noqa: N802 (mirrors subprocess)
         """Start a program; takes subprocess.Popen's arguments (see docs)."""
         if self._reaper is None:
             raise SpaceError("the space is not open (use `with Space() as space:`)")
-        return Popen(self, args, **kwargs)
+        return Popen(self, args, *popen_args, **kwargs)
 
     def run(self, args, *, input=None, capture_output=False, timeout=None, check=False,
             **kwargs) -> subprocess.CompletedProcess:
@@ -131,12 +137,13 @@ class Space:
     def programs(self) -> list[Popen]:
         """The programs of this space that have not been reaped yet."""
         with self._live_lock:
-            return [program for program, _ in self._live.values()]
+            programs = [program_exit.program() for program_exit, _ in self._live.values()]
+        return [program for program in programs if program is not None]
 
     def _mappings(self, program: Popen) -> list[tuple[int, int]]:
         with self._live_lock:
             entry = self._live.get(program.pid)
-        if entry is None or entry[0] is not program:
+        if entry is None or entry[0] is not program._exit:
             return []
         launch = entry[1]
         if launch.ledger is not None:
@@ -145,21 +152,27 @@ class Space:
 
     def _start(self, program: Popen, spec: SpawnSpec) -> None:
         launch = spawn(self._host, spec, self.extra_auxv)
-        program.pid, program.pidfd = launch.pid, launch.pidfd
+        program_exit = program._exit  # only this: the space must not keep the Popen alive
+        program.pid, program_exit.pidfd = launch.pid, launch.pidfd
         with self._live_lock:
-            self._live[launch.pid] = (program, launch)
-        self._reaper.watch(launch.pidfd, lambda rc: self._on_exit(program, launch, rc))
+            self._live[launch.pid] = (program_exit, launch)
+        self._reaper.watch(launch.pidfd, lambda _status: self._on_exit(program_exit, launch))
 
     def _reap_here(self, program: Popen, timeout: float | None) -> bool | None:
-        """Wait for program in the calling thread and reap it here: True
-        once done, False if it outlived timeout (it is the reaper thread's
-        again), None if the reaper thread has it already."""
+        """Wait for program's exit in the calling thread and clean up after
+        it here: True once done, False if it outlived timeout (it is the
+        reaper thread's again), None if another thread (the reaper's, or a
+        waiting one) has it already.
+        Its Popen reaps it next (waitpid)."""
         reaper = self._reaper
         pidfd = program.pidfd
         if reaper is None or pidfd < 0:
             return None
         on_exit = reaper.claim(pidfd)
         if on_exit is None:
+            return None
+        if program._exit.gone.is_set():  # the number was closed and reused meanwhile
+            reaper.watch(pidfd, on_exit)
             return None
         returncode = None
         try:
@@ -172,9 +185,11 @@ class Space:
         on_exit(returncode)
         return True
 
-    def _on_exit(self, program: Popen, launch: Launch, returncode: int) -> None:
-        """Reaper thread: give back what the loader and the program's ld.so
-        mapped, then report the exit.
+    def _on_exit(self, program_exit: ProgramExit, launch: Launch) -> None:
+        """Reaper thread (or a waiting one): give back the program's memory
+        (the keeper reclaims everything the ledger holds for it; without a
+        ledger entry, what the loader and its ld.so mapped), then report the
+        exit.
 
         Done before the exit is reported, while the mm is quiet and the page
         tables just used are in cache.  Deferring it (to the next spawn, or
@@ -192,7 +207,7 @@ class Space:
             launch.regions.unmap()
             with self._live_lock:
                 self._live.pop(launch.pid, None)
-            program._reaped(returncode)
+            program_exit.exited()
 
     def _unmap_loaded_objects(self, launch: Launch) -> None:
         if launch.r_debug is None:

@@ -14,6 +14,7 @@
  *    dispositions are reset; the mask is cleared last, just before entry.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <stddef.h>
@@ -104,9 +105,18 @@ static void child_fds(const struct sp_child_spec *spec)
 {
     /* The host moved every source below 3 that is not already its target,
      * so these dups cannot clobber each other. */
-    for (int fd = 0; fd < 3; fd++)
+    for (int fd = 0; fd < 3; fd++) {
         if (spec->stdio[fd] >= 0 && spec->stdio[fd] != fd)
             CHILD_CALL(spec, SP_STEP_STDIO, SYSCALL(SYS_dup3, spec->stdio[fd], fd, 0, 0, 0, 0));
+        else if (spec->stdio[fd] == fd)  /* dup3 clears FD_CLOEXEC; no dup3, no clear */
+            CHILD_CALL(spec, SP_STEP_STDIO, SYSCALL(SYS_fcntl, fd, F_SETFD, 0, 0, 0, 0));
+    }
+    /* A kept descriptor must survive the program's own exec too, as after
+     * subprocess's exec (this table is the child's own: the host's flags
+     * stay). */
+    for (uint32_t i = 0; i < spec->n_keep_fds; i++)
+        if (spec->keep_fds[i] != spec->report_fd)
+            CHILD_CALL(spec, SP_STEP_CLOSE_FDS, SYSCALL(SYS_fcntl, spec->keep_fds[i], F_SETFD, 0, 0, 0, 0));
 
     /* There is no exec, so O_CLOEXEC never fires: close every host
      * descriptor except the ones kept, in the gaps between them. */
