@@ -25,6 +25,7 @@ import shutil
 import sys
 
 from distutils.command.build_scripts import build_scripts
+from distutils.errors import LinkError
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -53,7 +54,11 @@ class BuildNative(build_ext):
         python = json.dumps(sys.executable)   # a C string literal for any printable path
         objects = self.compiler.compile(LAUNCHER_SOURCES, output_dir=os.path.join(self.build_temp, "launcher"),
                                         macros=[("SP_PYTHON", python)], extra_postargs=LAUNCHER_FLAGS)
-        self.compiler.link_executable(objects, "sameprocess", output_dir=LAUNCHER_DIR)
+        try:    # static: it starts ~0.2 ms sooner and 20 idle launchers share more of it
+            self.compiler.link_executable(objects, "sameprocess", output_dir=LAUNCHER_DIR,
+                                          extra_postargs=["-static-pie"])
+        except LinkError:   # no libc.a here (Debian: libc6-dev): dynamic works the same
+            self.compiler.link_executable(objects, "sameprocess", output_dir=LAUNCHER_DIR)
 
     def build_static_runtime(self):
         """libsameprocess.a and a copy of include/ next to the runtime's

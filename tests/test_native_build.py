@@ -96,11 +96,12 @@ LAUNCHER = NATIVE.parent / "_launcher"
 
 @pytest.mark.parametrize("arch", sorted(ARCHES))
 def test_launcher_builds(arch, tmp_path):
-    """The `sameprocess` executable, with setup.py's flags, links for each architecture."""
+    """The `sameprocess` executable, with setup.py's flags, links for each architecture
+    (static, as setup.py links it where libc.a is installed)."""
     cc = compiler_for(arch)
     sources = sorted(LAUNCHER.glob("*.c"))
     assert {s.name for s in sources} == {"launcher.c", "wire.c", "connect.c"}
     exe = tmp_path / "sameprocess"
-    compile_checked([cc, "-O2", "-Wall", "-Wextra", '-DSP_PYTHON="/usr/bin/python3"', "-o", str(exe),
+    compile_checked([cc, "-O2", "-Wall", "-Wextra", "-fPIE", "-static-pie", '-DSP_PYTHON="/usr/bin/python3"', "-o", str(exe),
                      *map(str, sources)], tmp_path)
     assert e_machine(exe) == ARCHES[arch][1]
