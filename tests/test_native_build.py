@@ -102,6 +102,6 @@ def test_launcher_builds(arch, tmp_path):
     sources = sorted(LAUNCHER.glob("*.c"))
     assert {s.name for s in sources} == {"launcher.c", "wire.c", "connect.c"}
     exe = tmp_path / "sameprocess"
-    compile_checked([cc, "-O2", "-Wall", "-Wextra", "-fPIE", "-static-pie", '-DSP_PYTHON="/usr/bin/python3"', "-o", str(exe),
-                     *map(str, sources)], tmp_path)
+    compile_checked([cc, "-O2", "-Wall", "-Wextra", "-fPIE", "-static-pie", '-DSP_PYTHON="/usr/bin/python3"',
+                     "-o", str(exe), *map(str, sources)], tmp_path)
     assert e_machine(exe) == ARCHES[arch][1]
