@@ -15,7 +15,7 @@ started here):
 and draws the launch times (--chart PATH; needs matplotlib: pip install '.[bench]').
 
 usage: python benchmarks/bench_launcher.py [--runs N] [--parallel-runs N] [--workers N]
-                                           [--idle N] [--chart PATH]
+                                           [--idle N] [--chart PATH] [--server-cpu N]
 """
 from __future__ import annotations
 
@@ -69,11 +69,13 @@ def pss_kib(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
 
 
-def start_server(directory: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def start_server(directory: str, env: dict[str, str], cpu: int | None) -> tuple[subprocess.Popen, str]:
     path = os.path.join(directory, "bench.sock")
     r, w = os.pipe()
+    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
     server = subprocess.Popen([sys.executable, "-m", "sameprocess", "serve", "--socket", path,
-                               "--ready-fd", str(w)], pass_fds=(w,), env=env, stderr=subprocess.DEVNULL)
+                               "--ready-fd", str(w)], pass_fds=(w,), env=env, stderr=subprocess.DEVNULL,
+                              preexec_fn=pin)
     os.close(w)
     with os.fdopen(r, "rb") as ready:
         if not ready.read().startswith(b"ready"):
@@ -199,6 +201,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=20, help="idle programs for the memory figure")
     parser.add_argument("--other-runs", type=int, default=10, help="runs of python3, ls and java")
     parser.add_argument("--chart", metavar="PATH", help="draw the launch times into this PNG")
+    parser.add_argument("--server-cpu", type=int, metavar="N",
+                        help="confine the server (and so its programs) to CPU N, as taskset would")
     args = parser.parse_args()
     native = native_launcher()
     if native is None:
@@ -212,7 +216,7 @@ def main() -> None:
     try:
         builder = _build.Builder(cache)
         hello, idle = builder("hello.c"), builder("sleeper.c")
-        server, path = start_server(sockdir, env)
+        server, path = start_server(sockdir, env, args.server_cpu)
         launcher = [native, "run", "--socket", path, "--"]
         python_launcher = [sys.executable, "-c", FALLBACK, "run", "--socket", path, "--"]
         from sameprocess import Space
