@@ -15,6 +15,10 @@ from _server_helpers import (  # noqa: F401  (fixtures)
 )
 from sameprocess._cli.run import native_launcher
 
+# `python -c FALLBACK run ...`: the Python launcher, as where no native one is installed.
+FALLBACK = ("import sys; import sameprocess._cli.run as run; run.native_launcher = lambda: None; "
+            "from sameprocess._cli import main; sys.exit(main(sys.argv[1:]))")
+
 
 @pytest.fixture(scope="module")
 def native() -> str:
@@ -59,11 +63,8 @@ def test_other_verbs_are_the_python_packages(native, server):
 
 
 def test_the_python_launcher_is_the_fallback(server, build):
-    code = ("import sys; import sameprocess._cli.run as run; run.native_launcher = lambda: None; "
-            "from sameprocess._cli import main; "
-            f"sys.exit(main(['run', '--socket', {server.path!r}, {build('exit_code.c')!r}, '7']))")
-    result = subprocess.run([SP[0], "-c", code], capture_output=True, text=True, env=clean_env(),
-                            timeout=TIMEOUT)
+    result = subprocess.run([SP[0], "-c", FALLBACK, "run", "--socket", server.path, build("exit_code.c"), "7"],
+                            capture_output=True, text=True, env=clean_env(), timeout=TIMEOUT)
     assert (result.returncode, result.stderr) == (7, "")
 
 
@@ -96,8 +97,10 @@ def background_job(command: list[str], fifo) -> list[str]:
     it is ready, end its input; the lines it and the shell printed."""
     if not fifo.exists():
         os.mkfifo(fifo)
+    # Unbuffered: the shell's and the program's lines may come in one read,
+    # and a buffered reader would hide the second from read_line's select.
     shell = subprocess.Popen(["/bin/sh", "-c", BACKGROUND_JOB, "sh", str(fifo), *command],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=clean_env())
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=clean_env(), bufsize=0)
     try:
         with open(fifo, "wb") as job_input:     # returns once the job opened its end
             lines = [read_line(shell.stdout).decode(), read_line(shell.stdout).decode()]
@@ -114,9 +117,11 @@ def background_job(command: list[str], fifo) -> list[str]:
             shell.wait()
 
 
-def test_signals_a_background_job_ignores_are_forwarded(native, server, build, tmp_path):
+@pytest.mark.parametrize("launcher", ["native", "python"])
+def test_signals_a_background_job_ignores_are_forwarded(native, server, build, tmp_path, launcher):
     prog = build("srv_siglog.c")
     natively = background_job([prog], tmp_path / "input")
     assert natively == ["ready\n", f"got {int(signal.SIGINT)}\n", f"got {int(signal.SIGQUIT)}\n", "eof\n",
                         "status=0\n"]
-    assert background_job([native, "run", "--socket", server.path, prog], tmp_path / "input") == natively
+    command = [native] if launcher == "native" else [SP[0], "-c", FALLBACK]
+    assert background_job(command + ["run", "--socket", server.path, prog], tmp_path / "input") == natively

@@ -1,11 +1,14 @@
 """The client side: connecting to a server (auto-starting the default one),
-one-shot requests (ps, kill, stop), and the launcher behind `sameprocess run`.
+one-shot requests (ps, kill, stop), and the Python launcher: the fallback
+behind `sameprocess run` where the native one (_launcher/) is not installed
+or cannot be exec'd.  Both behave alike (docs/server.md).
 
 The launcher makes a program of the space look like its own child:
   * the SPAWN request carries its argv, environment, cwd, umask, resource
     limits and ignored signals, and its stdin/stdout/stderr descriptors;
   * every catchable signal it receives is forwarded to the program through
-    the pidfd the server sent; SIGTSTP/SIGTTIN/SIGTTOU stop the program
+    the pidfd the server sent, also one it inherited as ignored (the
+    program starts ignoring it too, and decides); SIGTSTP/SIGTTIN/SIGTTOU stop the program
     (SIGSTOP) and then the launcher itself with the same signal; SIGCONT is
     forwarded, so the shell's `fg` resumes both;
   * it exits with the program's code, or dies by the program's signal;
@@ -262,15 +265,16 @@ class Launcher:
         self.pid: int | None = None
         self.pidfd: int | None = None
         self._pending: list[int] = []
+        self._ignored: frozenset[int] = frozenset()
 
     # -- setup ---------------------------------------------------------------------
     def run(self) -> int:
         fill_closed_stdio()
-        ignored = inherited_ignored_signals()
+        ignored = self._ignored = inherited_ignored_signals()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in signal.valid_signals():
-            if sig not in _NOT_FORWARDED and sig not in ignored:
+            if sig not in _NOT_FORWARDED:
                 signal.signal(sig, _noop)
         env = [k + b"=" + v for k, v in os.environb.items()]
         try:
@@ -345,13 +349,15 @@ class Launcher:
                         return self._spawn_failed(message)
 
     def _on_signal(self, sig: int) -> None:
+        # A stop signal inherited as ignored, the program ignores too: sent as it is.
+        stops = sig in _STOP_SIGNALS and sig not in self._ignored
         if self.pidfd is None:
-            if sig in _STOP_SIGNALS:
+            if stops:
                 _stop_self(sig)
             else:
                 self._pending.append(sig)
             return
-        if sig in _STOP_SIGNALS:
+        if stops:
             self._send(signal.SIGSTOP)
             _stop_self(sig)
             self._send(signal.SIGCONT)
