@@ -1,4 +1,4 @@
-"""The native launcher against a hostile server.
+"""The launcher (the native one, and the Python fallback) against a hostile server.
 
 A fake server on a socket takes the launcher's SPAWN and answers with
 replies that hypothesis draws: valid ones, then one mutated (bytes flipped,
@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
@@ -144,10 +145,19 @@ def finished_pid():
     os.close(pidfd)
 
 
-def converse(fake_server, chunks: list[tuple[bytes, list[int]]]) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module", params=["native", "python"])
+def launcher(request) -> list[str]:
+    """The command that starts a launcher: the native one, or the Python fallback."""
+    if request.param == "native":
+        return [native_launcher()]
+    return [sys.executable, "-c", "import sys; import sameprocess._cli.run as run; run.native_launcher = "
+            "lambda: None; from sameprocess._cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def converse(fake_server, launcher, chunks: list[tuple[bytes, list[int]]]) -> subprocess.CompletedProcess:
     """Start a launcher, take its SPAWN, send `chunks`, close; its result."""
     path, listener = fake_server
-    launcher = subprocess.Popen([native_launcher(), "run", "--socket", path, PROGRAM], stdin=subprocess.DEVNULL,
+    launcher = subprocess.Popen(launcher + ["run", "--socket", path, PROGRAM], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env())
     try:
         conn, _ = listener.accept()
@@ -181,31 +191,31 @@ def check(result: subprocess.CompletedProcess, want: tuple[int, int]) -> None:
 
 @CI_SETTINGS
 @given(script=SCRIPTS)
-def test_replies_before_the_program_started(fake_server, script):
+def test_replies_before_the_program_started(fake_server, launcher, script):
     warnings, frame = script
     data = b"".join(warnings) + frame
-    check(converse(fake_server, [(data, [])]), expected(data, started=False))
+    check(converse(fake_server, launcher, [(data, [])]), expected(data, started=False))
 
 
 @CI_SETTINGS
 @given(frame=st.one_of(mutated(), VALID_FRAMES))
-def test_replies_after_the_program_started(fake_server, finished_pid, frame):
+def test_replies_after_the_program_started(fake_server, launcher, finished_pid, frame):
     pid, pidfd = finished_pid
     started = P.Started(pid).encode()
-    check(converse(fake_server, [(started, [pidfd]), (frame, [])]), expected(frame, started=True))
+    check(converse(fake_server, launcher, [(started, [pidfd]), (frame, [])]), expected(frame, started=True))
 
 
 @pytest.mark.parametrize("fds", [0, 2, 3])
-def test_started_with_the_wrong_descriptors(fake_server, finished_pid, fds):
+def test_started_with_the_wrong_descriptors(fake_server, launcher, finished_pid, fds):
     """STARTED carries exactly one pidfd: none, two or three are a bad reply."""
     _, pidfd = finished_pid
-    result = converse(fake_server, [(P.Started(1234).encode(), [pidfd] * fds)])
+    result = converse(fake_server, launcher, [(P.Started(1234).encode(), [pidfd] * fds)])
     check(result, (125, 1))
     assert "bad message from the server before starting prog" in result.stderr
 
 
-def test_a_server_that_says_nothing_at_all(fake_server):
-    result = converse(fake_server, [])
+def test_a_server_that_says_nothing_at_all(fake_server, launcher):
+    result = converse(fake_server, launcher, [])
     check(result, (125, 1))
     assert result.stderr == "sameprocess run: the server closed the connection before starting prog\n"
 
@@ -214,10 +224,10 @@ def test_a_server_that_says_nothing_at_all(fake_server):
                                               (-signal.SIGINT, -signal.SIGINT), (-33, -33),
                                               (-signal.SIGSTOP, 128 + signal.SIGSTOP),
                                               (-signal.SIGCHLD, 128 + signal.SIGCHLD)])
-def test_exited_after_a_warning(fake_server, returncode, code):
+def test_exited_after_a_warning(fake_server, launcher, returncode, code):
     warning = P.LauncherWarning("prog is set-user-ID; it runs with your rights")
     frames = warning.encode() + P.Exited(returncode).encode()
-    result = converse(fake_server, [(frames, [])])
+    result = converse(fake_server, launcher, [(frames, [])])
     assert (result.returncode, result.stderr) == (
         code, "sameprocess: warning: prog is set-user-ID; it runs with your rights\n")
 
@@ -227,6 +237,6 @@ def test_exited_after_a_warning(fake_server, returncode, code):
     (P.Error(errno.EACCES, "Permission denied", b"/x/prog"), 126, "sameprocess: /x/prog: Permission denied\n"),
     (P.Error(errno.EPROTO, "bad\nrequest", b""), 125, "sameprocess run: bad\\x0arequest\n"),
 ])
-def test_errors_are_one_line(fake_server, error, code, stderr):
-    result = converse(fake_server, [(error.encode(), [])])
+def test_errors_are_one_line(fake_server, launcher, error, code, stderr):
+    result = converse(fake_server, launcher, [(error.encode(), [])])
     assert (result.returncode, result.stderr) == (code, stderr)

@@ -35,7 +35,7 @@ from . import _sockpath
 from ._server.framing import FrameReader, PeerClosed, close_fds, send_frame
 from ._server.protocol import (
     RLIM_INFINITY, Error, Exited, LauncherWarning, Message, MsgType, ProtocolError, Spawn, Started,
-    check_exec_sizes,
+    check_exec_sizes, printable,
 )
 from ._sockpath import SocketPath, SocketPathError
 
@@ -266,6 +266,7 @@ class Launcher:
         self.pidfd: int | None = None
         self._pending: list[int] = []
         self._ignored: frozenset[int] = frozenset()
+        self._lost_reason = ""
 
     # -- setup ---------------------------------------------------------------------
     def run(self) -> int:
@@ -322,11 +323,15 @@ class Launcher:
                         sel.unregister(sock)
                         sock.close()
                         sock = None
-                        if isinstance(e, ProtocolError):
-                            _warn(f"bad message from the server: {e}")
+                        bad = isinstance(e, ProtocolError)
+                        if self.pidfd is None and bad:
+                            raise ClientError(f"bad message from the server before starting {self.name}: {e}",
+                                              ExitCode.LAUNCH_FAILED) from None
                         if self.pidfd is None:
                             raise ClientError("the server closed the connection before starting "
                                               f"{self.name}", ExitCode.LAUNCH_FAILED) from None
+                        if bad:     # said with the status, in the one last line
+                            self._lost_reason = str(e)
                         if program_exited:
                             return self._status_lost("has exited")
                     if got is None:
@@ -378,20 +383,22 @@ class Launcher:
         return 128 - returncode     # not reached
 
     def _spawn_failed(self, error: Error) -> int:
+        message = printable(error.message)      # the server's text stays one line
         if not error.filename:      # a refusal, not about the program
-            raise ClientError(error.message, ExitCode.LAUNCH_FAILED)
-        name = os.fsdecode(error.filename)
+            raise ClientError(message, ExitCode.LAUNCH_FAILED)
+        name = printable(os.fsdecode(error.filename))
         if error.errno == errno.ENOENT:
             if b"/" not in self.argv[0]:
                 _warn(f"{self.name}: command not found", prefix="sameprocess")
             else:
-                _warn(f"{name}: {error.message}", prefix="sameprocess")
+                _warn(f"{name}: {message}", prefix="sameprocess")
             return ExitCode.NOT_FOUND
-        _warn(f"{name}: {error.message}", prefix="sameprocess")
+        _warn(f"{name}: {message}", prefix="sameprocess")
         return ExitCode.CANNOT_EXECUTE
 
     def _status_lost(self, what: str) -> int:
-        _warn(f"lost the server; {self.name} (pid {self.pid}) {what} but its exit status is unknown")
+        lost = f"bad message from the server ({self._lost_reason})" if self._lost_reason else "lost the server"
+        _warn(f"{lost}; {self.name} (pid {self.pid}) {what} but its exit status is unknown")
         return ExitCode.STATUS_LOST
 
 
@@ -415,12 +422,15 @@ def die_by_signal(sig: int) -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     except (OSError, ValueError):
         pass
-    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+    if sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        os._exit(128 + sig)     # stopping is no death: a bogus status, not raised
+    if sig != signal.SIGKILL:
         try:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    if sig in signal.valid_signals():   # not 32, 33: libc keeps those to itself
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
     os.kill(os.getpid(), sig)
     os._exit(128 + sig)   # a signal whose default is not to terminate
 

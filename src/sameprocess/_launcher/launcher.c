@@ -99,15 +99,19 @@ _Noreturn void exec_python(char **args, int code)
     exit(code);
 }
 
-/* Control characters of a server's text escaped, so it stays one line. */
+/* A server's text with C0, DEL and C1 (UTF-8 0xC2 0x80-0x9F) escaped as
+ * protocol.printable does, so it stays one line on a terminal. */
 static char *printable(const char *s, size_t n)
 {
     char *out = malloc((4 * n) + 1), *o = out;
     if (out == NULL)
         return (char *)s;
     for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        o += ((ch < 0x20) || (ch == 0x7f)) ? sprintf(o, "\\x%02x", ch) : sprintf(o, "%c", ch);
+        unsigned char ch = (unsigned char)s[i], next = (i + 1 < n) ? (unsigned char)s[i + 1] : 0;
+        if (ch == 0xc2 && next >= 0x80 && next < 0xa0)
+            o += sprintf(o, "\\x%02x", s[++i] & 0xff);
+        else
+            o += ((ch < 0x20) || (ch == 0x7f)) ? sprintf(o, "\\x%02x", ch) : sprintf(o, "%c", ch);
     }
     *o = '\0';
     return out;
