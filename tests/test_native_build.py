@@ -89,3 +89,19 @@ def test_native_core_builds(arch, tmp_path):
     assert declared, "found no sp_* function declarations in spawn.h"
     missing = declared - defined_dynamic_symbols(lib)
     assert not missing, f"declared in spawn.h but not defined for {arch}: {sorted(missing)}"
+
+
+LAUNCHER = NATIVE.parent / "_launcher"
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHES))
+def test_launcher_builds(arch, tmp_path):
+    """The `sameprocess` executable, with setup.py's flags, links for each architecture
+    (static, as setup.py links it where libc.a is installed)."""
+    cc = compiler_for(arch)
+    sources = sorted(LAUNCHER.glob("*.c"))
+    assert {s.name for s in sources} == {"launcher.c", "wire.c", "connect.c"}
+    exe = tmp_path / "sameprocess"
+    compile_checked([cc, "-O2", "-Wall", "-Wextra", "-fPIE", "-static-pie", '-DSP_PYTHON="/usr/bin/python3"',
+                     "-o", str(exe), *map(str, sources)], tmp_path)
+    assert e_machine(exe) == ARCHES[arch][1]

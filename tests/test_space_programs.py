@@ -71,6 +71,26 @@ def test_origin_runpath_finds_its_library(space, build):
     assert state["origin_value"] == "4242"
 
 
+def test_origin_comes_from_the_resolved_executable(space, build, tmp_path):
+    """Reached through a chain of symbolic links in other directories (as
+    /usr/bin/java -> /etc/alternatives/java -> the JDK's bin/java), the
+    program still finds $ORIGIN/lib: natively ld.so gets the resolved file
+    from the kernel.  argv[0] stays the name that was run; AT_EXECFN is the
+    resolved file (ld.so points it at the program path it was given)."""
+    (tmp_path / "alternatives").mkdir()
+    (tmp_path / "bin").mkdir()
+    os.symlink(build("origin_main.c"), tmp_path / "alternatives" / "origin")
+    link = tmp_path / "bin" / "origin"
+    os.symlink(tmp_path / "alternatives" / "origin", link)
+    native = subprocess.run([str(link)], capture_output=True, text=True)
+    assert (native.returncode, native.stdout) == (0, "origin_value=4242\n"), native.stderr
+    state, _ = run_kv(space, [str(link)])
+    assert state["origin_value"] == "4242"
+    os.symlink(build("auxv.c"), tmp_path / "bin" / "auxv")
+    aux, _ = run_kv(space, [str(tmp_path / "bin" / "auxv")])
+    assert (aux["argv[0]"], aux["AT_EXECFN"]) == (str(tmp_path / "bin" / "auxv"), build("auxv.c"))
+
+
 def test_shebang_script(space, tmp_path):
     script = tmp_path / "s.sh"
     script.write_text("#!/bin/sh -e\necho \"script $0 $1\"\n")

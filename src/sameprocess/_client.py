@@ -1,11 +1,14 @@
 """The client side: connecting to a server (auto-starting the default one),
-one-shot requests (ps, kill, stop), and the launcher behind `sameprocess run`.
+one-shot requests (ps, kill, stop), and the Python launcher: the fallback
+behind `sameprocess run` where the native one (_launcher/) is not installed
+or cannot be exec'd.  Both behave alike (docs/server.md).
 
 The launcher makes a program of the space look like its own child:
   * the SPAWN request carries its argv, environment, cwd, umask, resource
     limits and ignored signals, and its stdin/stdout/stderr descriptors;
   * every catchable signal it receives is forwarded to the program through
-    the pidfd the server sent; SIGTSTP/SIGTTIN/SIGTTOU stop the program
+    the pidfd the server sent, also one it inherited as ignored (the
+    program starts ignoring it too, and decides); SIGTSTP/SIGTTIN/SIGTTOU stop the program
     (SIGSTOP) and then the launcher itself with the same signal; SIGCONT is
     forwarded, so the shell's `fg` resumes both;
   * it exits with the program's code, or dies by the program's signal;
@@ -32,7 +35,7 @@ from . import _sockpath
 from ._server.framing import FrameReader, PeerClosed, close_fds, send_frame
 from ._server.protocol import (
     RLIM_INFINITY, Error, Exited, LauncherWarning, Message, MsgType, ProtocolError, Spawn, Started,
-    check_exec_sizes,
+    check_exec_sizes, printable,
 )
 from ._sockpath import SocketPath, SocketPathError
 
@@ -262,15 +265,17 @@ class Launcher:
         self.pid: int | None = None
         self.pidfd: int | None = None
         self._pending: list[int] = []
+        self._ignored: frozenset[int] = frozenset()
+        self._lost_reason = ""
 
     # -- setup ---------------------------------------------------------------------
     def run(self) -> int:
         fill_closed_stdio()
-        ignored = inherited_ignored_signals()
+        ignored = self._ignored = inherited_ignored_signals()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in signal.valid_signals():
-            if sig not in _NOT_FORWARDED and sig not in ignored:
+            if sig not in _NOT_FORWARDED:
                 signal.signal(sig, _noop)
         env = [k + b"=" + v for k, v in os.environb.items()]
         try:
@@ -318,11 +323,15 @@ class Launcher:
                         sel.unregister(sock)
                         sock.close()
                         sock = None
-                        if isinstance(e, ProtocolError):
-                            _warn(f"bad message from the server: {e}")
+                        bad = isinstance(e, ProtocolError)
+                        if self.pidfd is None and bad:
+                            raise ClientError(f"bad message from the server before starting {self.name}: {e}",
+                                              ExitCode.LAUNCH_FAILED) from None
                         if self.pidfd is None:
                             raise ClientError("the server closed the connection before starting "
                                               f"{self.name}", ExitCode.LAUNCH_FAILED) from None
+                        if bad:     # said with the status, in the one last line
+                            self._lost_reason = str(e)
                         if program_exited:
                             return self._status_lost("has exited")
                     if got is None:
@@ -345,13 +354,15 @@ class Launcher:
                         return self._spawn_failed(message)
 
     def _on_signal(self, sig: int) -> None:
+        # A stop signal inherited as ignored, the program ignores too: sent as it is.
+        stops = sig in _STOP_SIGNALS and sig not in self._ignored
         if self.pidfd is None:
-            if sig in _STOP_SIGNALS:
+            if stops:
                 _stop_self(sig)
             else:
                 self._pending.append(sig)
             return
-        if sig in _STOP_SIGNALS:
+        if stops:
             self._send(signal.SIGSTOP)
             _stop_self(sig)
             self._send(signal.SIGCONT)
@@ -372,20 +383,22 @@ class Launcher:
         return 128 - returncode     # not reached
 
     def _spawn_failed(self, error: Error) -> int:
+        message = printable(error.message)      # the server's text stays one line
         if not error.filename:      # a refusal, not about the program
-            raise ClientError(error.message, ExitCode.LAUNCH_FAILED)
-        name = os.fsdecode(error.filename)
+            raise ClientError(message, ExitCode.LAUNCH_FAILED)
+        name = printable(os.fsdecode(error.filename))
         if error.errno == errno.ENOENT:
             if b"/" not in self.argv[0]:
                 _warn(f"{self.name}: command not found", prefix="sameprocess")
             else:
-                _warn(f"{name}: {error.message}", prefix="sameprocess")
+                _warn(f"{name}: {message}", prefix="sameprocess")
             return ExitCode.NOT_FOUND
-        _warn(f"{name}: {error.message}", prefix="sameprocess")
+        _warn(f"{name}: {message}", prefix="sameprocess")
         return ExitCode.CANNOT_EXECUTE
 
     def _status_lost(self, what: str) -> int:
-        _warn(f"lost the server; {self.name} (pid {self.pid}) {what} but its exit status is unknown")
+        lost = f"bad message from the server ({self._lost_reason})" if self._lost_reason else "lost the server"
+        _warn(f"{lost}; {self.name} (pid {self.pid}) {what} but its exit status is unknown")
         return ExitCode.STATUS_LOST
 
 
@@ -409,12 +422,15 @@ def die_by_signal(sig: int) -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     except (OSError, ValueError):
         pass
-    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+    if sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        os._exit(128 + sig)     # stopping is no death: a bogus status, not raised
+    if sig != signal.SIGKILL:
         try:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    if sig in signal.valid_signals():   # not 32, 33: libc keeps those to itself
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
     os.kill(os.getpid(), sig)
     os._exit(128 + sig)   # a signal whose default is not to terminate
 

@@ -251,8 +251,11 @@ def plan_and_map(exe: ElfImage, exe_file: ExeFile, target: Target, regions: _loa
                 _loader.reserve(exe, regions)  # ld.so maps over it with MAP_FIXED
             ldso = _loader.load_image(interp, interp_fd, regions, below)
             # "ld.so [--argv0 NAME] PROGRAM ARGS": ld.so maps the program and
-            # rewrites AT_PHDR/PHNUM/ENTRY/EXECFN to describe it.
-            argv = [interp.path.encode(), b"--argv0", target.argv[0], target.path.encode()] + target.argv[1:]
+            # rewrites AT_PHDR/PHNUM/ENTRY/EXECFN to describe it.  It takes
+            # $ORIGIN from PROGRAM, so PROGRAM is the resolved file, as the
+            # kernel's /proc/self/exe gives it to ld.so natively.
+            program = os.path.realpath(target.path).encode()
+            argv = [interp.path.encode(), b"--argv0", target.argv[0], program] + target.argv[1:]
             return Plan(ldso.entry, _image_auxv(ldso, ldso.bias, ldso.entry), argv,
                         ldso.bias + interp.dynamic_symbols["_r_debug"], _stack_below(ldso, below))
         exe_fd, opened = exe_file.open()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 
 from ._common import ClientError, ExitCode
 
@@ -31,7 +32,27 @@ def register(subparsers, parents) -> None:
     parser.set_defaults(handler=main)
 
 
+def native_launcher() -> str | None:
+    """The native `sameprocess` command installed beside this package, if any.
+
+    Only an ELF file counts: a `sameprocess` script left by an older install
+    would run this Python launcher again.
+    """
+    import sysconfig
+
+    path = os.path.join(sysconfig.get_path("scripts"), "sameprocess")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return None
+    return path if magic == b"\x7fELF" and os.access(path, os.X_OK) else None
+
+
 def main(args: argparse.Namespace) -> int:
+    """Exec the native launcher; the Python one is the fallback when there is
+    none, or when exec refuses (a command line too long to start it: the
+    Python launcher then says so as the native one would)."""
     from .._client import Launcher
     from .._sockpath import resolve
 
@@ -41,4 +62,15 @@ def main(args: argparse.Namespace) -> int:
                           ExitCode.USAGE)
     if not command[0]:
         raise ClientError(": command not found", ExitCode.NOT_FOUND)
+    native = native_launcher()
+    if native is not None:
+        socket = ["--socket", args.socket] if args.socket else []
+        # Python ignores these itself at startup; what it inherited is lost,
+        # and the program gets them at default (as from the Python launcher).
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        try:
+            os.execv(native, [native, "run", *socket, "--", *command])
+        except OSError:
+            pass
     return Launcher([os.fsencode(a) for a in command], resolve(args.socket)).run()

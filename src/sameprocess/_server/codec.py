@@ -103,7 +103,24 @@ class Decoder:
         return bytes(self._take(n))
 
     def blobs(self, limit_count: int, limit_each: int, name: str) -> list[bytes]:
-        return [self.blob(limit_each, name) for _ in range(self.count(limit_count, name, 4))]
+        """A list of blobs.  The loop is blob() inlined (an environment has
+        many strings, and every request of a launcher carries one); the
+        first string that is not well-formed goes through blob() itself,
+        for its exact error."""
+        n = self.count(limit_count, name, 4)
+        buf, pos, end, unpack = self._buf, self._pos, len(self._buf), _U32.unpack_from
+        out = []
+        for _ in range(n):
+            if end - pos >= 4:
+                length = unpack(buf, pos)[0]
+                if length <= limit_each and end - pos - 4 >= length:
+                    out.append(bytes(buf[pos + 4:pos + 4 + length]))
+                    pos += 4 + length
+                    continue
+            self._pos = pos
+            self.blob(limit_each, name)     # raises
+        self._pos = pos
+        return out
 
     def end(self) -> None:
         left = len(self._buf) - self._pos

@@ -179,6 +179,7 @@ class Server:
                                                       f"connections from uid {self._uid} only"))
                 continue
             conn.timer = self._after(self.request_timeout, lambda c=conn: self._request_timed_out(c))
+            self._read_request(conn)    # a launcher sends its request with the connect: often here
 
     def _request_timed_out(self, conn: _Conn) -> None:
         """Read what has arrived before judging: under load the loop can be
@@ -211,8 +212,12 @@ class Server:
                 self._read_after_request(conn)
 
     def _read_request(self, conn: _Conn) -> None:
+        """Read what has arrived (at most one frame: the reader stops there),
+        without a round through select per header and payload."""
         try:
-            got = conn.reader.receive(conn.sock)
+            got = None
+            while got is None:
+                got = conn.reader.receive(conn.sock)
         except BlockingIOError:
             return
         except PeerClosed as e:
