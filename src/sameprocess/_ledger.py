@@ -43,9 +43,10 @@ SYS_SECCOMP, SYS_KCMP, SYS_PIDFD_GETFD = {"x86_64": (317, 312, 438), "aarch64": 
 REGISTER, LISTENER, RECLAIM, QUERY = 1, 2, 3, 4
 MAX_REGIONS = 4
 # struct sp_keeper_msg: kind, n_regions (u32); id (u64); pid (i64); buf,
-# buf_len (u64); regions[8] (u64).  struct sp_keeper_reply: id, result,
-# bytes, pad.
-KEEPER_MSG = struct.Struct("<IIQqQQ8Q")
+# buf_len (u64); regions[8] (u64); flags (u64).  struct sp_keeper_reply:
+# id, result, bytes, pad.
+KEEPER_MSG = struct.Struct("<IIQqQQ8QQ")
+ADDRESS_LIMIT = 0x1
 KEEPER_REPLY = struct.Struct("<QqQQ")
 # struct sp_keeper, the part the host fills: window_lo, window_hi, stack,
 # stack_size, slots, entries (u64); n_slot_cap, pad (u32); entry_cap (u64);
@@ -275,7 +276,8 @@ class Keeper:
             raise SpaceError(f"a program with {len(regions)} loader regions (at most {MAX_REGIONS})")
         enrolment = Enrolment(self, next(self._ids), regions, address_limit)
         flat = [a for r in regions for a in r] + [0] * (2 * MAX_REGIONS - 2 * len(regions))
-        self._sock.send(KEEPER_MSG.pack(REGISTER, len(regions), enrolment.id, 0, 0, 0, *flat))
+        self._sock.send(KEEPER_MSG.pack(REGISTER, len(regions), enrolment.id, 0, 0, 0, *flat,
+                                        ADDRESS_LIMIT if address_limit else 0))
         return enrolment
 
     def reclaim(self, ledger_id: int) -> tuple[int, int]:
@@ -302,7 +304,7 @@ class Keeper:
     def _ask(self, kind: int, ledger_id: int, buf: int = 0, buf_len: int = 0) -> tuple[int, int]:
         """One request and its reply; requests of all threads take turns."""
         with self._lock:
-            self._sock.send(KEEPER_MSG.pack(kind, 0, ledger_id, 0, buf, buf_len, *[0] * 8))
+            self._sock.send(KEEPER_MSG.pack(kind, 0, ledger_id, 0, buf, buf_len, *[0] * 8, 0))
             while True:
                 raw = self._sock.recv(KEEPER_REPLY.size)
                 if not raw:

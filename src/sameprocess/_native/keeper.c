@@ -68,12 +68,12 @@
 #define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP 1  /* Linux 6.6 */
 #define PIDFD_THREAD 0x80   /* O_EXCL: a pidfd for one thread (Linux 6.9) */
 #define CONTROL_EVENT (~0ULL)
-#define SLOT_LIVE 0x1u       /* registered, not reclaimed yet */
+#define SLOT_LIVE 0x2u       /* registered, not reclaimed yet */
 #define PAGE 4096ULL
 #define HUGE_ALIGN (2ULL << 20)
 #define MAX_ERRNO 4095
 
-_Static_assert(sizeof(struct sp_keeper_msg) == 104, "KEEPER_MSG in _ledger.py");
+_Static_assert(sizeof(struct sp_keeper_msg) == 112, "KEEPER_MSG in _ledger.py");
 _Static_assert(sizeof(struct sp_keeper_reply) == 32, "KEEPER_REPLY in _ledger.py");
 _Static_assert(sizeof(struct sp_keeper_slot) == 32, "slot size in _ledger.py");
 _Static_assert(sizeof(struct sp_ledger_entry) == 24, "entry size in _ledger.py");
@@ -180,6 +180,8 @@ static long take_fd(struct sp_keeper *k, uint32_t slot, int32_t tid, long fd, in
 static int over_address_limit(const struct sp_keeper *k, uint32_t slot, int32_t tid, uint64_t more)
 {
     struct { uint64_t cur, max; } lim;
+    if (!(k->slots[slot].flags & SP_KEEPER_ADDRESS_LIMIT))
+        return 0;
     if (failed(SYSCALL(SYS_prlimit64, tid, RLIMIT_AS, 0, &lim, 0, 0)))
         return 0;
     return lim.cur != ~0ULL && k->slots[slot].mapped + more > lim.cur;
@@ -336,6 +338,7 @@ static void on_register(struct sp_keeper *k, const struct sp_keeper_msg *m)
     long slot = new_slot(k, m->id);
     if (slot < 0)
         return;  /* the host checks the slot count before it registers */
+    k->slots[slot].flags |= (uint32_t)(m->flags & SP_KEEPER_ADDRESS_LIMIT);
     for (uint32_t i = 0; i < m->n_regions && i < SP_KEEPER_REGIONS; i++)
         if (ledger_set(k, m->regions[2 * i], m->regions[2 * i + 1], (uint32_t)slot) < 0)
             k->counters.ledger_full++;

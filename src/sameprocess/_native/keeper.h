@@ -40,7 +40,12 @@ struct sp_keeper_msg {
     uint64_t buf;                          /* QUERY: uint64_t pairs [start, end) */
     uint64_t buf_len;                      /* QUERY: pairs that fit in buf */
     uint64_t regions[2 * SP_KEEPER_REGIONS];
+    uint64_t flags;                        /* REGISTER: SP_KEEPER_* below */
 };
+
+/* REGISTER: the program starts with a finite RLIMIT_AS, which the keeper
+ * must then check on each call (others skip that syscall). */
+#define SP_KEEPER_ADDRESS_LIMIT 0x1u
 
 /* The answer to RECLAIM, QUERY and FORGET. */
 struct sp_keeper_reply {
@@ -65,7 +70,7 @@ struct sp_keeper_slot {
     int32_t pid;
     int32_t pidfd;      /* opened on first need, -1 */
     int32_t listener;   /* -1: none (yet, or its last task is gone) */
-    uint32_t flags;     /* SLOT_* in keeper.c */
+    uint32_t flags;     /* SLOT_* in keeper.c, and SP_KEEPER_ADDRESS_LIMIT */
 };
 
 /* Counters the host reads (and logs) without asking. */
