@@ -23,6 +23,11 @@ from ._errors import ExecError
 # Here the next mapping down may be another program's stack or heap: the
 # guard keeps that distance.  Untouched reserved space costs no memory.
 STACK_GUARD = 128 * 2**20
+# Above each position-independent image the loader maps, PROT_NONE too.
+# Natively nothing follows a static program's bss; here the next mapping up
+# may be the host's, and a program that writes just past its end (a broken
+# binary whose bss is shorter than it thinks) must fault, not scribble on it.
+IMAGE_GUARD = 2**20
 
 
 @dataclass
@@ -118,14 +123,15 @@ def reserve(image: ElfImage, regions: Regions, below: int = 0) -> int:
         return 0
     align = shape.align
     slack = align if align > PAGE else 0
-    raw = _mm.mmap(0, below + size + slack, _mm.PROT_NONE, flags)
+    guarded = size + IMAGE_GUARD
+    raw = _mm.mmap(0, below + guarded + slack, _mm.PROT_NONE, flags)
     start = (raw + below + align - 1) & ~(align - 1)
-    # Give back the alignment slack on both sides: only stack + span stay.
+    # Give back the alignment slack on both sides: only stack + span + guard stay.
     if start - below > raw:
         _mm.munmap(raw, start - below - raw)
-    if raw + below + size + slack > start + size:
-        _mm.munmap(start + size, raw + below + size + slack - (start + size))
-    regions.add(start - below, start + size)
+    if raw + below + guarded + slack > start + guarded:
+        _mm.munmap(start + guarded, raw + below + guarded + slack - (start + guarded))
+    regions.add(start - below, start + guarded)
     return start - shape.span_start
 
 
