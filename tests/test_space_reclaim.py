@@ -451,3 +451,56 @@ def test_a_space_may_make_no_reclaim_its_default(build):
         recorded = space.run([procstate], capture_output=True, text=True, reclaim=True)
     assert "Seccomp=0" in plain.stdout.splitlines()
     assert "Seccomp=2" in recorded.stdout.splitlines()
+
+
+def _unprivileged_host(write_fd: int) -> None:
+    """In a forked child: become uid/gid 65534 (no capabilities), open a
+    space of its own and report what the ledger did, as JSON on write_fd."""
+    import ctypes
+    import json
+    from sameprocess import Space, _space
+    _space._host = _space._current = None  # the parent's keeper serves the parent: start our own
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    # A set-uid transition leaves the mm non-dumpable; an ordinary user's
+    # processes are dumpable, which is what the keeper's pidfd_getfd needs.
+    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+    report = {}
+    with Space() as space:
+        report["reclaims"] = space.reclaims_memory
+        space.run(["/bin/ls", "/"], stdout=subprocess.DEVNULL)
+        before = sum(1 for _ in open("/proc/self/maps"))
+        for _ in range(20):
+            assert space.run(["/bin/ls", "/"], stdout=subprocess.DEVNULL).returncode == 0
+        report["maps_growth"] = sum(1 for _ in open("/proc/self/maps")) - before
+        status = space.run(["/bin/cat", "/proc/self/status"], capture_output=True, text=True).stdout
+        report["nnp"] = next(line.split()[1] for line in status.splitlines() if line.startswith("NoNewPrivs"))
+        report.update(space._host.keeper.counters())
+    os.write(write_fd, json.dumps(report).encode())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_an_unprivileged_host_reclaims_with_no_new_privs():
+    """No CAP_SYS_ADMIN, no CAP_SYS_PTRACE: the filter needs no_new_privs,
+    file mappings go through pidfd_getfd, and nothing is left unrecorded."""
+    import json
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _unprivileged_host(write_fd)
+        except BaseException:
+            import traceback
+            os.write(write_fd, json.dumps({"error": traceback.format_exc()}).encode())
+            code = 1
+        os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        report = json.loads(f.read() or b"{}")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    assert report["reclaims"] and report["nnp"] == "1"
+    assert report["maps_growth"] <= 2, report
+    assert report["notifications"] > 0 and report["untracked"] == 0, report
