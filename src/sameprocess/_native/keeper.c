@@ -22,7 +22,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/kcmp.h>
-#include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <signal.h>
 #include <stddef.h>
@@ -36,23 +35,8 @@
 
 #include "keeper.h"
 #include "ledger.h"
-#include "spawn.h"
+#include "syscalls.h"
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_getfd
-#define SYS_pidfd_getfd 438
-#endif
-#ifndef SYS_clone3
-#define SYS_clone3 435
-#endif
-#ifndef SYS_close_range
-#define SYS_close_range 436
-#endif
-#ifndef CLONE_CLEAR_SIGHAND
-#define CLONE_CLEAR_SIGHAND 0x100000000ULL
-#endif
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
@@ -71,7 +55,6 @@
 #define SLOT_LIVE 0x2u       /* registered, not reclaimed yet */
 #define PAGE 4096ULL
 #define HUGE_ALIGN (2ULL << 20)
-#define MAX_ERRNO 4095
 
 _Static_assert(sizeof(struct sp_keeper_msg) == 112, "KEEPER_MSG in _ledger.py");
 _Static_assert(sizeof(struct sp_keeper_reply) == 32, "KEEPER_REPLY in _ledger.py");
@@ -79,9 +62,6 @@ _Static_assert(sizeof(struct sp_keeper_slot) == 32, "slot size in _ledger.py");
 _Static_assert(sizeof(struct sp_ledger_entry) == 24, "entry size in _ledger.py");
 _Static_assert(offsetof(struct sp_keeper, epoll_fd) == 72, "KEEPER in _ledger.py");
 _Static_assert(offsetof(struct sp_keeper, counters) == 104, "KEEPER in _ledger.py");
-
-#define SYSCALL(nr, a, b, c, d, e, f) \
-    sp_syscall((nr), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
 
 static int failed(long r) { return r < 0 && r >= -MAX_ERRNO; }
 static uint64_t page_up(uint64_t n) { return (n + PAGE - 1) & ~(PAGE - 1); }
@@ -435,7 +415,7 @@ static void serve_control(struct sp_keeper *k)
 static void detach_from_host(struct sp_keeper *k)
 {
     uint64_t all = ~0ULL;
-    SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &all, 0, 8, 0, 0);
+    SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &all, 0, KERNEL_SIGSET_SIZE, 0, 0);
     SYSCALL(SYS_setsid, 0, 0, 0, 0, 0, 0);   /* no group signal or hangup reaches it */
     SYSCALL(SYS_chdir, "/", 0, 0, 0, 0, 0);
     SYSCALL(SYS_prctl, PR_SET_NAME, "sp-keeper", 0, 0, 0, 0);
@@ -454,7 +434,7 @@ __attribute__((noreturn)) static void keeper_main(void *arg)
     SYSCALL(SYS_epoll_ctl, k->epoll_fd, EPOLL_CTL_ADD, k->control_fd, &ev, 0, 0);
     while (!k->host_gone || k->live_listeners > 0) {
         struct epoll_event events[32];
-        long n = SYSCALL(SYS_epoll_pwait, k->epoll_fd, events, 32, -1, 0, 8);
+        long n = SYSCALL(SYS_epoll_pwait, k->epoll_fd, events, 32, -1, 0, KERNEL_SIGSET_SIZE);
         for (long i = 0; i < n; i++) {
             if (events[i].data.u64 == CONTROL_EVENT) {
                 if (k->control_fd >= 0)
@@ -472,18 +452,6 @@ __attribute__((noreturn)) static void keeper_main(void *arg)
 
 long sp_keeper_start(struct sp_keeper *keeper, int32_t *pidfd_out)
 {
-    struct clone_args args = {0};
-    args.flags = CLONE_VM | CLONE_PIDFD | CLONE_CLEAR_SIGHAND;
-    args.pidfd = (uint64_t)(uintptr_t)pidfd_out;
-    args.exit_signal = SIGCHLD;
-    args.stack = keeper->stack;
-    args.stack_size = keeper->stack_size;
     keeper->host_pid = (int32_t)SYSCALL(SYS_getpid, 0, 0, 0, 0, 0, 0);
-    uint64_t all = ~0ULL, old = 0;
-    long r = SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8, 0, 0);
-    if (r < 0)
-        return r;
-    long pid = sp_clone3(&args, sizeof args, keeper_main, keeper);
-    SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &old, 0, 8, 0, 0);
-    return pid;
+    return sp_clone_task(keeper->stack, keeper->stack_size, pidfd_out, keeper_main, keeper);
 }

@@ -15,7 +15,7 @@
 
 #include "keeper.h"
 #include "ledger.h"
-#include "spawn.h"
+#include "syscalls.h"
 
 /* Index of the first entry whose end is above addr (n_entries if none).
  * Ends are sorted too, since entries are sorted and never overlap. */
@@ -156,7 +156,7 @@ uint64_t ledger_reclaim(struct sp_keeper *k, uint32_t slot, uint64_t *bytes)
             k->entries[kept++] = e;
             continue;
         }
-        sp_syscall(SYS_munmap, (long)e.start, (long)(e.end - e.start), 0, 0, 0, 0);
+        SYSCALL(SYS_munmap, e.start, e.end - e.start, 0, 0, 0, 0);
         *bytes += e.end - e.start;
         count++;
     }

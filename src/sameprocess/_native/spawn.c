@@ -19,22 +19,11 @@
 #include <signal.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 
-#include <sys/socket.h>
-
 #include "keeper.h"
-#include "spawn.h"
-
-#ifndef SYS_clone3
-#define SYS_clone3 435
-#endif
-#ifndef SYS_close_range
-#define SYS_close_range 436
-#endif
-#ifndef CLONE_CLEAR_SIGHAND
-#define CLONE_CLEAR_SIGHAND 0x100000000ULL
-#endif
+#include "syscalls.h"
 #define SECCOMP_SET_MODE_FILTER 1
 /* Keep the program's speculation mitigations as they would be natively:
  * without this flag the kernel forces SSBD on every filtered task. */
@@ -45,7 +34,6 @@
 #define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
 #define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
 #define PR_SET_PTRACER_ 0x59616d61
-#define KERNEL_SIGSET_SIZE 8
 
 /* _native.py packs the spec with struct.Struct("<6Q5Q2I3i3iI16siiiQQ"). */
 _Static_assert(sizeof(struct sp_child_spec) == 168, "CHILD_SPEC in _native.py");
@@ -63,9 +51,6 @@ struct kernel_sigaction {
     unsigned long restorer;
     unsigned long mask;
 };
-
-#define SYSCALL(nr, a, b, c, d, e, f) \
-    sp_syscall((nr), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
 
 /* Step helper: one error exit for the whole child path. */
 #define CHILD_CALL(spec, step, expr)                    \
@@ -239,8 +224,13 @@ long sp_spawn(struct sp_child_spec *spec, int32_t *pidfd_out)
 {
     uint32_t cpu = 0;
     spec->host_cpu = SYSCALL(SYS_getcpu, &cpu, 0, 0, 0, 0, 0) < 0 ? -1 : (int32_t)cpu;
+    return sp_clone_task(spec->child_stack, spec->child_stack_size, pidfd_out, child_main, (void *)spec);
+}
+
+long sp_clone_task(uint64_t stack, uint64_t stack_size, int32_t *pidfd_out, void (*fn)(void *), void *arg)
+{
     /* Block everything (including libc's internal signals) so that no signal
-     * is delivered to the child before its dispositions are reset. */
+     * is delivered to the new task before it has set up its own. */
     uint64_t all = ~0ULL, old = 0;
     long r = SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, KERNEL_SIGSET_SIZE, 0, 0);
     if (r < 0)
@@ -250,9 +240,9 @@ long sp_spawn(struct sp_child_spec *spec, int32_t *pidfd_out)
     args.flags = CLONE_VM | CLONE_PIDFD | CLONE_CLEAR_SIGHAND;
     args.pidfd = (uint64_t)(uintptr_t)pidfd_out;
     args.exit_signal = SIGCHLD;
-    args.stack = spec->child_stack;
-    args.stack_size = spec->child_stack_size;
-    long pid = sp_clone3(&args, sizeof args, child_main, (void *)spec);
+    args.stack = stack;
+    args.stack_size = stack_size;
+    long pid = sp_clone3(&args, sizeof args, fn, arg);
 
     SYSCALL(SYS_rt_sigprocmask, SIG_SETMASK, &old, 0, KERNEL_SIGSET_SIZE, 0, 0);
     return pid;

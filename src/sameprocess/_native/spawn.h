@@ -79,6 +79,10 @@ struct sp_child_spec {
 /* Returns the new PID and stores a pidfd, or returns -errno. */
 long sp_spawn(struct sp_child_spec *spec, int32_t *pidfd_out);
 
+/* A CLONE_VM task (not a thread) running fn(arg) on [stack, stack+size),
+ * cloned with every signal blocked: the program's child path, the keeper. */
+long sp_clone_task(uint64_t stack, uint64_t stack_size, int32_t *pidfd_out, void (*fn)(void *), void *arg);
+
 /* Per-architecture assembly (arch/<machine>.S). */
 long sp_clone3(void *clone_args, unsigned long size, void (*fn)(void *), void *arg);
 long sp_syscall(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
