@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 import threading
 
 import pytest
@@ -504,3 +505,23 @@ def test_an_unprivileged_host_reclaims_with_no_new_privs():
     assert report["reclaims"] and report["nnp"] == "1"
     assert report["maps_growth"] <= 2, report
     assert report["notifications"] > 0 and report["untracked"] == 0, report
+
+
+@pytest.mark.parametrize("kind", ["static-pie", "musl", "CPython"])
+def test_other_kinds_of_program_leave_nothing(space, build, tmp_path, kind):
+    """The rest of the kinds the space runs: a static-pie program (mapped by
+    the host, no ld.so), a musl program (its own loader, kernel style) and
+    CPython (hundreds of mappings of its own)."""
+    if kind == "static-pie":
+        argv = [build.program("hello_static")]
+    elif kind == "musl":
+        if shutil.which("musl-gcc") is None:
+            pytest.skip("musl-gcc is not installed (Debian: musl-tools)")
+        exe = tmp_path / "hello_musl"
+        source = Path(__file__).parent / "programs" / "hello_static.c"
+        subprocess.run(["musl-gcc", "-O2", "-o", str(exe), str(source)], check=True, timeout=120)
+        argv = [str(exe)]
+    else:
+        argv = [sys.executable, "-c", "import json, threading; threading.Thread(target=print).start()"]
+    growth = measure(space, Row(kind, argv, 10))
+    assert growth.rss <= 4 * MIB and growth.maps <= 20, growth
