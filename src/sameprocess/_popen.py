@@ -127,6 +127,19 @@ class Popen(subprocess.Popen):
             except ProcessLookupError:
                 pass  # exited, not yet reaped
 
+    # -- debugging (docs/debugging.md) --------------------------------------
+    def debug_target(self):
+        """What a debugger needs to find this program's code in the shared
+        mm: a _debug.DebugTarget; ProcessLookupError once it has exited."""
+        from ._debug import target_of
+        return target_of(self._space, self)
+
+    def gdb_command(self, *gdb_args: str) -> list[str]:
+        """argv of a gdb attached to this program with its own symbols (not
+        the host's); gdb_args such as "-batch", "-ex", "bt" are passed on."""
+        from ._debug import find_gdb, gdb_command
+        return gdb_command(self.debug_target(), gdb_args, find_gdb())
+
     def __repr__(self):
         return f"<sameprocess.Popen: returncode: {self.returncode} args: {self.args!r}>"
 

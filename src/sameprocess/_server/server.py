@@ -35,8 +35,9 @@ from typing import Callable
 from .._errors import SetuidIgnoredWarning
 from .framing import FrameReader, FrameWriter, PeerClosed, close_fds
 from .protocol import (
-    MAX_PS_ARGS, RLIM_INFINITY, REQUESTS, Error, Exited, Kill, Killed, LauncherWarning, ListPrograms, Message,
-    ProgramInfo, Programs, ProtocolError, Spawn, Started, Stop, Stopped, check_exec_sizes, printable,
+    MAX_PS_ARGS, RLIM_INFINITY, REQUESTS, Debug, DebugInfo, Error, Exited, Kill, Killed, LauncherWarning,
+    ListPrograms, Message, ProgramInfo, Programs, ProtocolError, Spawn, Started, Stop, Stopped,
+    check_exec_sizes, printable,
 )
 
 log = logging.getLogger("sameprocess.server")
@@ -238,6 +239,8 @@ class Server:
             self._reply(conn, Programs(*self._program_list()))
         elif isinstance(message, Kill):
             self._reply(conn, Killed([(pid, self._kill(pid, message.signal)) for pid in message.pids]))
+        elif isinstance(message, Debug):
+            self._reply(conn, self._debug_info(message.pid))
         elif isinstance(message, Stop):
             log.info("stop requested by pid %d", conn.pid)
             conn.state = "reply"
@@ -421,6 +424,16 @@ class Server:
             infos.append(ProgramInfo(pid, program.launcher_pid, _proc_state(pid),
                                      program.popen.start_time, args))
         return infos, False
+
+    def _debug_info(self, pid: int) -> Message:
+        program = self._programs.get(pid)
+        try:
+            if program is None:
+                raise ProcessLookupError
+            target = program.popen.debug_target()
+        except ProcessLookupError:
+            return Error(errno.ESRCH, f"{pid}: no such program in this space", b"")
+        return DebugInfo(pid, os.fsencode(target.executable), target.r_debug, target.bias)
 
     def _kill(self, pid: int, sig: int) -> int:
         program = self._programs.get(pid)

@@ -1,0 +1,128 @@
+"""What a debugger needs to find one program's code in the shared mm, and
+the gdb command line that uses it (docs/debugging.md).
+
+A program's /proc/PID/exe and auxv are the host's, so gdb left alone loads
+the host.  The space knows better: the program's executable, its ld.so's
+`_r_debug` (whose link_map lists every object with its load bias), and for
+a static program, which has no ld.so, where its image was mapped.
+DebugTarget carries exactly that; gdb_command starts gdb with the glue in
+_gdb/program.py, which loads symbols from the program's own link_map.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._elf import page_down
+
+GDB_DIR = Path(__file__).resolve().parent / "_gdb"
+GLUE = GDB_DIR / "program.py"
+# gdb's own shared-library search follows the host's auxv; pointed at a
+# directory with no system libraries in it, it finds (and touches) nothing.
+EMPTY_SYSROOT = GDB_DIR / "sysroot"
+
+
+@dataclass(frozen=True)
+class DebugTarget:
+    """One running program, as a debugger must see it."""
+
+    pid: int
+    executable: str    # the ELF file that runs (a script's interpreter)
+    r_debug: int       # its ld.so's _r_debug; 0: no ld.so (static program)
+    bias: int          # load bias of a static program's image; 0 otherwise
+
+
+def target_of(space, program) -> DebugTarget:
+    """The DebugTarget of a live program of `space`; ProcessLookupError once
+    it has been reaped."""
+    with space._live_lock:
+        entry = space._live.get(program.pid)
+    if entry is None or entry[0] is not program:
+        raise ProcessLookupError(f"program {program.pid} is not running in this space")
+    launch = entry[1]
+    bias = 0 if launch.r_debug else static_bias(launch)
+    return DebugTarget(launch.pid, launch.main.path, launch.r_debug or 0, bias)
+
+
+def static_bias(launch) -> int:
+    """Where the loader mapped a static image: the mapping of the file's
+    first segment that lies in this launch's regions (other programs may
+    run the same file)."""
+    image = launch.main
+    st = os.stat(image.path)
+    first = image.loads[0]
+    for start, offset, dev, inode in _file_mappings():
+        if ((inode, dev) == (st.st_ino, st.st_dev) and (offset == page_down(first.offset))
+                and launch.regions.contains(start, start + 1)):
+            return start - page_down(first.vaddr)
+    raise ProcessLookupError(f"the image of program {launch.pid} is no longer mapped")
+
+
+def _file_mappings():
+    """(start, file offset, st_dev, inode) of each file mapping of the host."""
+    with open("/proc/self/maps", "rb") as f:
+        for line in f:
+            fields = line.split(None, 5)
+            inode = int(fields[4])
+            if inode:
+                major, minor = (int(x, 16) for x in fields[3].split(b":"))
+                yield (int(fields[0].split(b"-")[0], 16), int(fields[2], 16),
+                       os.makedev(major, minor), inode)
+
+
+def gdb_command(target: DebugTarget, gdb_args=(), gdb: str = "gdb") -> list[str]:
+    """argv that runs gdb attached to the program, with its symbols.
+
+    gdb_args (options such as -batch, -ex CMD) come after the glue's own
+    command, so theirs run with the symbols loaded.
+    """
+    return [gdb, *_glue_options(),
+            "-ex", f"sameprocess-program {_quote(target.executable)} {target.r_debug:#x} {target.bias:#x}",
+            *gdb_args, "-p", str(target.pid), target.executable]
+
+
+def _glue_options() -> list[str]:
+    return ["-iex", "set exec-file-mismatch off",
+            "-iex", f"set sysroot {EMPTY_SYSROOT}",
+            "-ix", str(GLUE)]
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def find_gdb() -> str:
+    """The gdb on PATH; FileNotFoundError naming the package otherwise."""
+    path = shutil.which("gdb")
+    if path is None:
+        raise FileNotFoundError("gdb is not installed (Debian: apt-get install gdb)")
+    return path
+
+
+def ptrace_problem() -> str | None:
+    """Why attaching to a program will be refused here, or None.
+
+    Programs are children of the host (the server), never of gdb: with
+    yama's ptrace_scope 1 only CAP_SYS_PTRACE (or the program naming its
+    tracer with PR_SET_PTRACER) allows the attach; 3 forbids it outright.
+    """
+    try:
+        scope = int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
+    except (OSError, ValueError):
+        return None
+    if scope == 0 or (scope in (1, 2) and _has_cap_sys_ptrace()):
+        return None
+    if scope == 3:
+        return "kernel.yama.ptrace_scope is 3: no process may be attached to (reboot needed)"
+    return (f"kernel.yama.ptrace_scope is {scope}: attaching to a program of the space needs "
+            "CAP_SYS_PTRACE (run as root, or set the sysctl to 0); see docs/debugging.md")
+
+
+def _has_cap_sys_ptrace() -> bool:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool((int(line.split()[1], 16) >> 19) & 1)
+    return False

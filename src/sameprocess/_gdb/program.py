@@ -1,0 +1,163 @@
+"""Runs inside gdb (sourced by `sameprocess gdb`): point gdb at one program
+of a space instead of the host that owns the shared mm.
+
+gdb finds shared objects through the process's auxv, and a program's auxv
+in /proc is the host's: left alone, gdb loads the host's executable and
+libraries and even plants its dlopen breakpoint in the *host's* ld.so.  The
+launcher therefore starts gdb with the program's executable, an empty
+sysroot (so gdb's own shared-library search finds nothing) and
+`exec-file-mismatch off`; this script then does the search itself, from the
+program's own r_debug:
+
+    sameprocess-program EXECUTABLE R_DEBUG BIAS
+
+R_DEBUG is the address of the program's `_r_debug` (0: none, a static
+program), BIAS the load bias of a static program's image (ignored when
+R_DEBUG is known: the link_map has it).  Each object on the link_map chain
+gets `add-symbol-file -o L_ADDR`; a breakpoint on the program's `r_brk`
+(its ld.so's `_dl_debug_state`) adds what dlopen loads later.
+
+This file is plain gdb Python: it must not import sameprocess (gdb's Python
+is not the package's).  The same reader serves core files, where it is
+given the r_debug found by `sameprocess gdb --core`.
+"""
+import struct
+
+import gdb
+
+R_DEBUG = struct.Struct("<i4xQQi4xQQ")   # r_version, r_map, r_brk, r_state, r_ldbase, r_next
+LINK_MAP = struct.Struct("<QQQQQ")       # l_addr, l_name, l_ld, l_next, l_prev
+RT_CONSISTENT = 0
+MAX_OBJECTS = 4096
+MAX_NAME = 4096
+
+
+def read(address, size):
+    """Bytes of the inferior, or None where they cannot be read."""
+    try:
+        return bytes(gdb.selected_inferior().read_memory(address, size))
+    except gdb.MemoryError:
+        return None
+
+
+def read_c_string(address):
+    out = b""
+    while len(out) < MAX_NAME:
+        chunk = read(address + len(out), 256) or read(address + len(out), 1)
+        if chunk is None:
+            return None
+        end = chunk.find(b"\0")
+        if end >= 0:
+            return (out + chunk[:end]).decode("utf-8", "surrogateescape")
+        out += chunk
+    return None
+
+
+def link_map(r_debug):
+    """[(l_addr, name)] of every namespace's chain, in order; the first one
+    is the main program (glibc lists it first)."""
+    objects, seen, hops = [], set(), 0
+    while r_debug and hops < 16:
+        raw = read(r_debug, R_DEBUG.size)
+        if raw is None:
+            break
+        version, entry, _, _, _, next_r_debug = R_DEBUG.unpack(raw)
+        while entry and entry not in seen and len(seen) < MAX_OBJECTS:
+            seen.add(entry)
+            raw = read(entry, LINK_MAP.size)
+            if raw is None:
+                break
+            bias, name_at, _, entry, _ = LINK_MAP.unpack(raw)
+            objects.append((bias, read_c_string(name_at) if name_at else ""))
+        r_debug = next_r_debug if version >= 2 else 0
+        hops += 1
+    return objects
+
+
+class Program:
+    """The objects of one program that gdb has symbols for."""
+
+    def __init__(self, executable, r_debug, bias):
+        self.executable, self.r_debug, self.bias = executable, r_debug, bias
+        self.loaded = set()    # (name, l_addr) given to add-symbol-file
+        self.watch = None
+
+    def load_all(self):
+        objects = link_map(self.r_debug) if self.r_debug else []
+        main_bias = objects[0][0] if objects else self.bias
+        if main_bias:
+            # gdb loaded the executable unrelocated (it could not know the
+            # bias: the auxv it reads is the host's).
+            gdb.execute(f"symbol-file -o {main_bias:#x} {quote(self.executable)}", to_string=True)
+        added = [self.add(bias, name) for bias, name in objects[1:]]
+        return 1 + sum(added)
+
+    def add(self, bias, name):
+        """add-symbol-file for one link_map entry; False for what has no
+        file (the vDSO, an unnamed entry) or was added before."""
+        if not name.startswith("/") or (name, bias) in self.loaded:
+            return False
+        self.loaded.add((name, bias))
+        try:
+            gdb.execute(f"add-symbol-file {quote(name)} -o {bias:#x}", to_string=True)
+        except gdb.error as e:
+            print(f"sameprocess: no symbols for {name}: {e}")
+            return False
+        return True
+
+    def follow_dlopen(self):
+        """Stop (silently) at the program's r_brk: ld.so calls it around
+        every change of the link_map."""
+        raw = read(self.r_debug, R_DEBUG.size) if self.r_debug else None
+        if raw is None:
+            return
+        r_brk = R_DEBUG.unpack(raw)[2]
+        if r_brk:
+            self.watch = LinkMapWatch(self, r_brk)
+
+    def rescan(self):
+        return sum(self.add(bias, name) for bias, name in link_map(self.r_debug)[1:])
+
+
+class LinkMapWatch(gdb.Breakpoint):
+    """At r_brk with r_state RT_CONSISTENT, objects dlopen added are on the
+    chain: load their symbols and go on (pending breakpoints resolve)."""
+
+    def __init__(self, program, r_brk):
+        super().__init__(f"*{r_brk:#x}", internal=True)
+        self.silent = True
+        self.program = program
+
+    def stop(self):
+        raw = read(self.program.r_debug, R_DEBUG.size)
+        if raw is not None and R_DEBUG.unpack(raw)[3] == RT_CONSISTENT:
+            self.program.rescan()
+        return False
+
+
+def quote(path):
+    """A path as one argument of a gdb command."""
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class ProgramCommand(gdb.Command):
+    """sameprocess-program EXECUTABLE R_DEBUG BIAS: load the symbols of a
+    program of a space (see the top of this file)."""
+
+    def __init__(self):
+        super().__init__("sameprocess-program", gdb.COMMAND_FILES)
+
+    def invoke(self, argument, from_tty):
+        args = gdb.string_to_argv(argument)
+        if len(args) != 3:
+            raise gdb.GdbError("usage: sameprocess-program EXECUTABLE R_DEBUG BIAS")
+        program = Program(args[0], int(args[1], 0), int(args[2], 0))
+        count = program.load_all()
+        connection = gdb.selected_inferior().connection
+        if connection is not None and connection.type != "core":
+            program.follow_dlopen()
+        print(f"sameprocess: symbols of {count} objects of {args[0]}"
+              + (", following dlopen" if program.watch else ""))
+
+
+ProgramCommand()
