@@ -83,6 +83,17 @@ def gdb_command(target: DebugTarget, gdb_args=(), gdb: str = "gdb") -> list[str]
             *gdb_args, "-p", str(target.pid), target.executable]
 
 
+def core_command(target: DebugTarget, core: str, gdb_args=(), gdb: str = "gdb") -> list[str]:
+    """argv that runs gdb on a core file that a program of a space dumped.
+
+    No empty sysroot here: gdb cannot plant anything in a core, and it needs
+    the files that NT_FILE names to read what the core left out.
+    """
+    return [gdb, "-ix", str(GLUE),
+            "-ex", f"sameprocess-program {_quote(target.executable)} {target.r_debug:#x} {target.bias:#x}",
+            *gdb_args, target.executable, core]
+
+
 def _glue_options() -> list[str]:
     return ["-iex", "set exec-file-mismatch off",
             "-iex", f"set sysroot {EMPTY_SYSROOT}",

@@ -18,7 +18,7 @@ static void *idle_thread(void *arg)
     return NULL;
 }
 
-void crash_here(int depth)
+__attribute__((noinline)) void crash_here(int depth)
 {
     crash_global = 5678 + depth;
     abort();

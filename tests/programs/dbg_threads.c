@@ -1,6 +1,8 @@
 /* A program to debug (tests/test_gdb.py): a global, a second thread, and a
  * main thread that waits in a named function for lines on stdin.  Each line
- * is handed to on_line(), where breakpoints go; EOF ends the program.
+ * is handed to on_line(), where breakpoints go (noinline: -O2 would inline
+ * it, and a breakpoint on an inlined copy may sit where the loop never
+ * passes again); EOF ends the program.
  * Prints "ready PID" once both threads exist. */
 #include <pthread.h>
 #include <stdio.h>
@@ -20,7 +22,7 @@ static void *worker_loop(void *arg)
     return NULL;
 }
 
-int on_line(const char *line)
+__attribute__((noinline)) int on_line(const char *line)
 {
     dbg_global += (int)strlen(line);
     printf("line %d\n", dbg_global);
@@ -28,7 +30,7 @@ int on_line(const char *line)
     return dbg_global;
 }
 
-void wait_for_lines(void)
+__attribute__((noinline)) void wait_for_lines(void)
 {
     char line[256];
     while (fgets(line, sizeof line, stdin) != NULL) {
