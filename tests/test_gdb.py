@@ -7,6 +7,7 @@ only after gdb has resumed the program ("Continuing." on gdb's output).
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -140,11 +141,15 @@ def test_breakpoints_in_program_and_libc_hit(space, build):
 
 
 def test_interrupt_continue_detach(space, build):
-    """Ctrl-C at gdb's terminal is SIGINT to gdb: it stops the program,
-    not the host, and the program runs on after detach."""
+    """While gdb runs the program, the host dlopens a library: plain `gdb -p`
+    has its dlopen breakpoint in the host's ld.so then, and the host dies of
+    SIGTRAP.  Ctrl-C at gdb's terminal is SIGINT to gdb: it stops the
+    program, not the host, and the program runs on after detach."""
+    plugin = build("dbg_plugin.c", flags=["-shared", "-fPIC"], name="libdbgplugin.so")
     p = start(space, build("dbg_threads.c"))
     proc, seen = run_until_resumed(p.gdb_command(
         "-nx", "-batch", "-ex", "continue", "-ex", "info threads", "-ex", "detach"), p.pid)
+    assert ctypes.CDLL(plugin).plugin_work(1) == 202   # the host's own ld.so: no breakpoint there
     proc.send_signal(signal.SIGINT)
     out = finish(proc, seen)
     assert "received signal SIGINT" in out, out
