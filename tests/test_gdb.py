@@ -23,6 +23,9 @@ pytestmark = pytest.mark.skipif(shutil.which("gdb") is None,
                                 reason="gdb is not installed (scripts/bootstrap.sh installs it)")
 
 GDB_TIMEOUT = 120
+# A row of `info threads`: "* 1    LWP 123 ..." or, with libthread_db,
+# "  2    Thread 0x7f... (LWP 124) ..."
+THREAD_ROW = r"^\*?\s+\d+\s+(?:Thread 0x[0-9a-f]+ \()?LWP (\d+)"
 
 VARIANTS = {
     "pie": None,
@@ -71,7 +74,7 @@ def test_backtrace_globals_threads_then_detach(space, build, variant):
     assert re.search(r"in main \(\) at .*dbg_threads\.c:\d+", out), out
     assert re.search(r"in worker_loop \(arg=.*\) at .*dbg_threads\.c:\d+", out), out
     assert "$1 = 4242" in out
-    listed = sorted(int(lwp) for lwp in re.findall(r"^\*?\s+\d+\s+LWP (\d+)", out, re.M))
+    listed = sorted(int(lwp) for lwp in re.findall(THREAD_ROW, out, re.M))
     assert listed == tasks(p.pid) and len(listed) == 2, out
     assert "Py" not in out and "python" not in out, out   # nothing of the host
     still_runs(p, "abc", "line 4246\n")

@@ -19,6 +19,9 @@ import pytest
 from _server_helpers import SP, clean_env
 
 GDB_TIMEOUT = 120
+# A row of `info threads`: "* 1    LWP 123 ..." or, with libthread_db,
+# "  2    Thread 0x7f... (LWP 124) ..."
+THREAD_ROW = r"^\*?\s+\d+\s+(?:Thread 0x[0-9a-f]+ \()?LWP (\d+)"
 
 
 def core_pattern() -> str:
@@ -67,7 +70,7 @@ def test_sameprocess_gdb_core_gives_the_crashing_programs_backtrace(space, build
     assert re.search(r"in crash_here \(depth=(depth@entry=)?3\) at .*dbg_crash\.c:\d+", out), out
     assert re.search(r"main \(\) at .*dbg_crash\.c:\d+", out), out
     assert "$1 = 5681" in out
-    listed = [int(t) for t in re.findall(r"^\*?\s+\d+\s+LWP (\d+)", out, re.M)]
+    listed = [int(t) for t in re.findall(THREAD_ROW, out, re.M)]
     assert len(listed) == 2 and listed[0] == pid, out
 
 

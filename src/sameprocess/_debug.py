@@ -43,7 +43,7 @@ def target_of(space, program) -> DebugTarget:
         raise ProcessLookupError(f"program {program.pid} is not running in this space")
     launch = entry[1]
     bias = 0 if launch.r_debug else static_bias(launch)
-    return DebugTarget(launch.pid, launch.main.path, launch.r_debug or 0, bias)
+    return DebugTarget(launch.pid, os.path.normpath(launch.main.path), launch.r_debug or 0, bias)
 
 
 def static_bias(launch) -> int:
@@ -79,8 +79,8 @@ def gdb_command(target: DebugTarget, gdb_args=(), gdb: str = "gdb") -> list[str]
     command, so theirs run with the symbols loaded.
     """
     return [gdb, *_glue_options(),
-            "-ex", f"sameprocess-program {_quote(target.executable)} {target.r_debug:#x} {target.bias:#x}",
-            *gdb_args, "-p", str(target.pid), target.executable]
+            "-ex", f"sameprocess-attach {target.pid} {_glue_args(target)}",
+            *gdb_args, target.executable]
 
 
 def core_command(target: DebugTarget, core: str, gdb_args=(), gdb: str = "gdb") -> list[str]:
@@ -90,7 +90,7 @@ def core_command(target: DebugTarget, core: str, gdb_args=(), gdb: str = "gdb") 
     the files that NT_FILE names to read what the core left out.
     """
     return [gdb, "-ix", str(GLUE),
-            "-ex", f"sameprocess-program {_quote(target.executable)} {target.r_debug:#x} {target.bias:#x}",
+            "-ex", f"sameprocess-program {_glue_args(target)}",
             *gdb_args, target.executable, core]
 
 
@@ -98,6 +98,10 @@ def _glue_options() -> list[str]:
     return ["-iex", "set exec-file-mismatch off",
             "-iex", f"set sysroot {EMPTY_SYSROOT}",
             "-ix", str(GLUE)]
+
+
+def _glue_args(target: DebugTarget) -> str:
+    return f"{_quote(target.executable)} {target.r_debug:#x} {target.bias:#x}"
 
 
 def _quote(text: str) -> str:

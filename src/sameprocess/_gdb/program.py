@@ -140,24 +140,68 @@ def quote(path):
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# gdb says this at attach, about its own search, which found nothing (on
+# purpose); Program.follow_dlopen does that job.
+NO_DLOPEN_WARNING = ("warning: Unable to find dynamic linker breakpoint function.\n"
+                     "GDB will be unable to debug shared library initializers\n"
+                     "and track explicitly loaded dynamic code.\n")
+
+
+def load(executable, r_debug, bias):
+    """Load the program's symbols; follow its dlopens when it is live."""
+    program = Program(executable, r_debug, bias)
+    count = program.load_all()
+    connection = gdb.selected_inferior().connection
+    if connection is not None and connection.type != "core":
+        program.follow_dlopen()
+    print(f"sameprocess: symbols of {count} objects of {executable}"
+          + (", following dlopen" if program.watch else ""))
+
+
+def parse(argument, count, usage):
+    args = gdb.string_to_argv(argument)
+    if len(args) != count:
+        raise gdb.GdbError("usage: " + usage)
+    return args
+
+
 class ProgramCommand(gdb.Command):
     """sameprocess-program EXECUTABLE R_DEBUG BIAS: load the symbols of a
-    program of a space (see the top of this file)."""
+    program of a space into a gdb attached to it or reading its core (see
+    the top of this file)."""
+
+    USAGE = "sameprocess-program EXECUTABLE R_DEBUG BIAS"
 
     def __init__(self):
         super().__init__("sameprocess-program", gdb.COMMAND_FILES)
 
     def invoke(self, argument, from_tty):
-        args = gdb.string_to_argv(argument)
-        if len(args) != 3:
-            raise gdb.GdbError("usage: sameprocess-program EXECUTABLE R_DEBUG BIAS")
-        program = Program(args[0], int(args[1], 0), int(args[2], 0))
-        count = program.load_all()
-        connection = gdb.selected_inferior().connection
-        if connection is not None and connection.type != "core":
-            program.follow_dlopen()
-        print(f"sameprocess: symbols of {count} objects of {args[0]}"
-              + (", following dlopen" if program.watch else ""))
+        executable, r_debug, bias = parse(argument, 3, self.USAGE)
+        load(executable, int(r_debug, 0), int(bias, 0))
+
+
+class AttachCommand(gdb.Command):
+    """sameprocess-attach PID EXECUTABLE R_DEBUG BIAS: attach to a program of
+    a space and load its symbols."""
+
+    USAGE = "sameprocess-attach PID EXECUTABLE R_DEBUG BIAS"
+
+    def __init__(self):
+        super().__init__("sameprocess-attach", gdb.COMMAND_RUNNING)
+
+    def invoke(self, argument, from_tty):
+        pid, executable, r_debug, bias = parse(argument, 4, self.USAGE)
+        r_debug, bias = int(r_debug, 0), int(bias, 0)
+        if not r_debug and bias:
+            # A static program: relocated before the attach, so that gdb's
+            # own dlopen breakpoint goes to its _dl_debug_state, where it is.
+            gdb.execute(f"symbol-file -o {bias:#x} {quote(executable)}", to_string=True)
+            bias = 0
+        said = gdb.execute(f"attach {int(pid)}", to_string=True)
+        print(said.replace(NO_DLOPEN_WARNING, ""), end="")
+        load(executable, r_debug, bias)
+        gdb.execute("frame")   # where it stopped, now with the program's symbols
 
 
 ProgramCommand()
+AttachCommand()
