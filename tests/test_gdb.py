@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -35,8 +36,8 @@ VARIANTS = {
 
 
 def start(space, exe, *args):
-    """A program that waits for lines, in its own session (as the server
-    starts them: gdb's Ctrl-C signals the program's process group)."""
+    """A program that waits for lines, in its own session as the server
+    starts programs."""
     p = space.Popen([exe, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                     start_new_session=True)
     assert read_line(p.stdout) == f"ready {p.pid}\n"
@@ -195,6 +196,21 @@ def test_sameprocess_gdb_on_a_program_of_a_server(server, build):  # noqa: F811
         launcher.stdin.write("ab\n")
         launcher.stdin.flush()
         assert read_line(launcher.stdout) == "line 4245\n"
+    finally:
+        launcher.stdin.close()
+        assert launcher.wait(GDB_TIMEOUT) == 0
+
+
+def test_print_command_is_what_gdb_runs(server, build):  # noqa: F811
+    """--print-command gives a shell line (for sudo where ptrace is restricted)."""
+    launcher = server.launch(build("dbg_threads.c"), text=True)
+    try:
+        pid = int(read_line(launcher.stdout).split()[1])
+        printed = server.cli("gdb", "--print-command", str(pid), "-nx", "-batch", "-ex", "print dbg_global")
+        assert printed.returncode == 0, printed.stderr
+        argv = shlex.split(printed.stdout)
+        assert argv[0] == shutil.which("gdb") and f"sameprocess-attach {pid} " in printed.stdout
+        assert "$1 = 4242" in subprocess.run(argv, capture_output=True, text=True, timeout=GDB_TIMEOUT).stdout
     finally:
         launcher.stdin.close()
         assert launcher.wait(GDB_TIMEOUT) == 0

@@ -132,7 +132,8 @@ def ptrace_problem() -> str | None:
     if scope == 3:
         return "kernel.yama.ptrace_scope is 3: no process may be attached to (reboot needed)"
     return (f"kernel.yama.ptrace_scope is {scope}: attaching to a program of the space needs "
-            "CAP_SYS_PTRACE (run as root, or set the sysctl to 0); see docs/debugging.md")
+            "CAP_SYS_PTRACE; run the command of `sameprocess gdb --print-command PID` with sudo "
+            "(see docs/debugging.md)")
 
 
 def _has_cap_sys_ptrace() -> bool:
