@@ -176,6 +176,13 @@ def test_library_dlopened_after_attach_is_found(space, build):
     assert read_line(p.stdout) == "work 214\n"
 
 
+def test_gdb_command_without_gdb_names_the_package(space, build, monkeypatch):
+    p = start(space, build("dbg_threads.c"))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"gdb is not installed \(Debian: apt-get install gdb\)"):
+        p.gdb_command()
+
+
 def test_gdb_command_after_exit_is_an_error(space, build):
     p = space.Popen([build("hello.c")], stdout=subprocess.DEVNULL)
     p.wait()

@@ -33,9 +33,12 @@ needs_plain_cores = pytest.mark.skipif(
     reason=f"kernel.core_pattern is {core_pattern()!r}: cores do not land in the program's cwd")
 
 
+CORES_ON = {resource.RLIMIT_CORE: (resource.RLIM_INFINITY,) * 2}
+
+
 def dump_core(space, exe, cwd: Path):
     """Run exe (it aborts) with cores enabled; (its pid, the core's path)."""
-    p = space.Popen([exe], cwd=cwd, rlimits={resource.RLIMIT_CORE: (resource.RLIM_INFINITY,) * 2})
+    p = space.Popen([exe], cwd=cwd, rlimits=CORES_ON, stdin=subprocess.DEVNULL)
     assert p.wait(60) == -6
     cores = [f for f in cwd.iterdir() if f.name.startswith("core")]
     assert len(cores) == 1, f"no core written in {cwd} (core_pattern {core_pattern()!r})"
@@ -72,6 +75,25 @@ def test_sameprocess_gdb_core_gives_the_crashing_programs_backtrace(space, build
     assert "$1 = 5681" in out
     listed = [int(t) for t in re.findall(THREAD_ROW, out, re.M)]
     assert len(listed) == 2 and listed[0] == pid, out
+
+
+@needs_plain_cores
+def test_the_crashing_copy_is_found_among_copies_of_the_same_program(space, build, tmp_path):
+    """Two programs run one executable; the core holds both copies, and the
+    one whose link_map holds the crashing pc is the dead program."""
+    from sameprocess._core import Core, find_program
+
+    exe = build("dbg_crash.c")
+    survivor = space.Popen([exe], stdin=subprocess.PIPE, cwd=tmp_path)
+    crasher = space.Popen([exe], stdin=subprocess.PIPE, cwd=tmp_path, rlimits=CORES_ON)
+    expected, other = crasher.debug_target(), survivor.debug_target()
+    crasher.stdin.close()
+    assert crasher.wait(60) == -6
+    core = Core(str(next(f for f in tmp_path.iterdir() if f.name.startswith("core"))))
+    assert sum(m.path == exe and m.offset == 0 for m in core.files) == 2
+    found = find_program(core, exe)
+    assert (found.pid, found.r_debug) == (crasher.pid, expected.r_debug) != (survivor.pid, other.r_debug)
+    assert survivor.poll() is None   # the dump left the other program alone
 
 
 def test_gdb_core_of_another_program_is_refused(build, tmp_path):

@@ -1,7 +1,9 @@
 /* A program that dumps core (tests/test_gdb_core.py): a second thread
  * waits while the main thread aborts inside a named function, with a
- * global set to a known value. */
+ * global set to a known value.  It aborts once stdin gives a line or ends
+ * (at once with /dev/null), so a test can start two copies and crash one. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -32,6 +34,10 @@ int main(void)
         return 1;
     }
     pthread_barrier_wait(&started);
+    char line[16];
+    if (fgets(line, sizeof line, stdin) == NULL) {
+        line[0] = '\0';
+    }
     crash_here(3);
     return 0;
 }
