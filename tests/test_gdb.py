@@ -183,6 +183,16 @@ def test_gdb_command_without_gdb_names_the_package(space, build, monkeypatch):
         p.gdb_command()
 
 
+def test_a_program_that_exec_d_has_left_the_space(space, build):
+    from sameprocess._debug import LeftTheSpace
+
+    p = space.Popen(["/bin/sh", "-c", 'exec "$0"', build("dbg_threads.c")],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert read_line(p.stdout) == f"ready {p.pid}\n"   # printed after the exec
+    with pytest.raises(LeftTheSpace, match=rf"has exec'd and left the space: .*gdb -p {p.pid}"):
+        p.gdb_command()
+
+
 def test_gdb_command_after_exit_is_an_error(space, build):
     p = space.Popen([build("hello.c")], stdout=subprocess.DEVNULL)
     p.wait()

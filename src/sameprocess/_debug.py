@@ -34,16 +34,34 @@ class DebugTarget:
     bias: int          # load bias of a static program's image; 0 otherwise
 
 
+class LeftTheSpace(LookupError):
+    """The program has exec'd: it is an ordinary process with an mm of its own."""
+
+
 def target_of(space, program) -> DebugTarget:
     """The DebugTarget of a live program of `space`; ProcessLookupError once
-    it has been reaped."""
+    it has been reaped, LeftTheSpace once it has exec'd."""
     with space._live_lock:
         entry = space._live.get(program.pid)
     if entry is None or entry[0] is not program:
         raise ProcessLookupError(f"program {program.pid} is not running in this space")
     launch = entry[1]
+    if _mm_fields(launch.pid) != _mm_fields("self"):
+        raise LeftTheSpace(f"program {launch.pid} has exec'd and left the space: "
+                           f"debug it as any process (gdb -p {launch.pid})")
     bias = 0 if launch.r_debug else static_bias(launch)
     return DebugTarget(launch.pid, os.path.normpath(launch.main.path), launch.r_debug or 0, bias)
+
+
+def _mm_fields(pid) -> list[bytes]:
+    """Fields of /proc/PID/stat that belong to the mm (code, stack, data, brk
+    and argument addresses): equal for every task of one mm, different
+    after an exec."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rpartition(b")")[2].split()
+    # After the ")" : state is fields[0]; startcode..startstack are stat
+    # fields 26-28, start_data..env_end 45-51 (man 5 proc).
+    return fields[23:26] + fields[42:49]
 
 
 def static_bias(launch) -> int:

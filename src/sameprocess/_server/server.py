@@ -433,6 +433,8 @@ class Server:
             target = program.popen.debug_target()
         except ProcessLookupError:
             return Error(errno.ESRCH, f"{pid}: no such program in this space", b"")
+        except LookupError as e:   # exec'd: no longer in the space
+            return Error(errno.EINVAL, str(e), b"")
         return DebugInfo(pid, os.fsencode(target.executable), target.r_debug, target.bias)
 
     def _kill(self, pid: int, sig: int) -> int:
