@@ -60,6 +60,19 @@ def still_runs(p, line="abc", expect=None):
     return answer
 
 
+def read_raw_lines(stream, count):
+    """count lines, read with os.read past the (empty) buffer of `stream`:
+    one select-then-readline per line would wait for a line that a single
+    read already put in the buffer."""
+    data = b""
+    while data.count(b"\n") < count:
+        assert wait_readable(stream.fileno(), GDB_TIMEOUT), f"only {data!r} within {GDB_TIMEOUT} s"
+        chunk = os.read(stream.fileno(), 4096)
+        assert chunk, f"end of output after {data!r}"
+        data += chunk
+    return data.decode()
+
+
 def tasks(pid):
     return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
 
@@ -166,14 +179,16 @@ def test_library_dlopened_after_attach_is_found(space, build):
     p = start(space, build("dbg_dlopen.c"), plugin)
     proc, seen = run_until_resumed(p.gdb_command(
         "-nx", "-batch", "-iex", "set breakpoint pending on", "-ex", "break plugin_work",
-        "-ex", "continue", "-ex", "bt", "-ex", "print plugin_counter", "-ex", "detach"), p.pid)
-    p.stdin.write("go\n")
+        "-ex", "continue", "-ex", "bt", "-ex", "print plugin_counter", "-ex", "continue",
+        "-ex", "print plugin_counter", "-ex", "detach"), p.pid)
+    p.stdin.write("go\nagain\n")   # dlopen, dlclose, dlopen again
     p.stdin.flush()
     out = finish(proc, seen)
-    assert re.search(r"Breakpoint 1, plugin_work \(n=7\) at .*dbg_plugin\.c:\d+", out), out
+    hits = re.findall(r"Breakpoint 1, plugin_work \(n=7\) at .*dbg_plugin\.c:\d+", out)
+    assert len(hits) == 2, out
     assert re.search(r"in main \(argc=.*\) at .*dbg_dlopen\.c:\d+", out), out
-    assert "$1 = 100" in out
-    assert read_line(p.stdout) == "work 214\n"
+    assert "$1 = 100" in out and "$2 = 100" in out   # a fresh copy of the library's data
+    assert read_raw_lines(p.stdout, 2) == "work 214\nwork 214\n"
 
 
 def test_gdb_command_without_gdb_names_the_package(space, build, monkeypatch):

@@ -1,6 +1,7 @@
 /* Loads a library after it started (tests/test_gdb.py): prints "ready PID",
- * then for each line on stdin dlopens argv[1] and calls its plugin_work().
- * A debugger attached before the first line must find the library. */
+ * then for each line on stdin dlopens argv[1], calls its plugin_work() and
+ * dlcloses it.  A debugger attached before the first line must find the
+ * library, and find it again once it is loaded anew. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@ int main(int argc, char **argv)
         }
         printf("work %d\n", work(7));
         fflush(stdout);
+        dlclose(lib);
     }
     return 0;
 }

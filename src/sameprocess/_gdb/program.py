@@ -116,7 +116,16 @@ class Program:
             self.watch = LinkMapWatch(self, r_brk)
 
     def rescan(self):
-        return sum(self.add(bias, name) for bias, name in link_map(self.r_debug)[1:])
+        """Follow the chain after a dlopen or dlclose: new objects get their
+        symbols, those gone lose them (another may be loaded there next)."""
+        current = {(name, bias) for bias, name in link_map(self.r_debug)[1:]}
+        for name, bias in self.loaded - current:
+            self.loaded.discard((name, bias))
+            try:
+                gdb.execute(f"remove-symbol-file {quote(name)}", to_string=True)
+            except gdb.error:
+                pass   # loaded twice (dlmopen): the symbols stay until gdb exits
+        return sum(self.add(bias, name) for name, bias in sorted(current))
 
 
 class LinkMapWatch(gdb.Breakpoint):
