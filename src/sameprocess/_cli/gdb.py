@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from ._common import ClientError, ExitCode, error
@@ -36,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
         raise ClientError(str(e), ExitCode.NOT_FOUND) from None
     argv = _core_argv(args, gdb) if args.core else _live_argv(args, gdb)
     if args.print_command:
-        print(" ".join(_shell_quote(a) for a in argv))
+        print(shlex.join(argv))
         return ExitCode.OK
     sys.stdout.flush()
     try:
@@ -83,7 +84,3 @@ def _core_argv(args: argparse.Namespace, gdb: str) -> list[str]:
         raise ClientError(str(e)) from None
     return core_command(target, args.core, args.gdb_args, gdb)
 
-
-def _shell_quote(arg: str) -> str:
-    import shlex
-    return shlex.quote(arg)

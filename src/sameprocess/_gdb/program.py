@@ -156,12 +156,11 @@ NO_DLOPEN_WARNING = ("warning: Unable to find dynamic linker breakpoint function
                      "and track explicitly loaded dynamic code.\n")
 
 
-def load(executable, r_debug, bias):
+def load(executable, r_debug, bias, live):
     """Load the program's symbols; follow its dlopens when it is live."""
     program = Program(executable, r_debug, bias)
     count = program.load_all()
-    connection = gdb.selected_inferior().connection
-    if connection is not None and connection.type != "core":
+    if live:
         program.follow_dlopen()
     print(f"sameprocess: symbols of {count} objects of {executable}"
           + (", following dlopen" if program.watch else ""))
@@ -176,8 +175,8 @@ def parse(argument, count, usage):
 
 class ProgramCommand(gdb.Command):
     """sameprocess-program EXECUTABLE R_DEBUG BIAS: load the symbols of a
-    program of a space into a gdb attached to it or reading its core (see
-    the top of this file)."""
+    program of a space into a gdb reading its core (see the top of this
+    file)."""
 
     USAGE = "sameprocess-program EXECUTABLE R_DEBUG BIAS"
 
@@ -186,7 +185,7 @@ class ProgramCommand(gdb.Command):
 
     def invoke(self, argument, from_tty):
         executable, r_debug, bias = parse(argument, 3, self.USAGE)
-        load(executable, int(r_debug, 0), int(bias, 0))
+        load(executable, int(r_debug, 0), int(bias, 0), live=False)
 
 
 class AttachCommand(gdb.Command):
@@ -208,7 +207,7 @@ class AttachCommand(gdb.Command):
             bias = 0
         said = gdb.execute(f"attach {int(pid)}", to_string=True)
         print(said.replace(NO_DLOPEN_WARNING, ""), end="")
-        load(executable, r_debug, bias)
+        load(executable, r_debug, bias, live=True)
         gdb.execute("frame")   # where it stopped, now with the program's symbols
 
 
