@@ -215,6 +215,22 @@ def test_gdb_command_after_exit_is_an_error(space, build):
         p.gdb_command()
 
 
+@pytest.mark.parametrize("scope, cap, refused", [
+    (None, False, False), (0, False, False), (1, True, False), (1, False, True),
+    (2, True, False), (2, False, True), (3, True, True),
+])
+def test_ptrace_problem_follows_yama(monkeypatch, scope, cap, refused):
+    """This machine may have no yama: each setting is given to the check."""
+    from sameprocess import _debug
+
+    monkeypatch.setattr(_debug, "_ptrace_scope", lambda: scope)
+    monkeypatch.setattr(_debug, "_has_cap_sys_ptrace", lambda: cap)
+    problem = _debug.ptrace_problem()
+    assert (problem is not None) == refused
+    if refused:
+        assert f"kernel.yama.ptrace_scope is {scope}" in problem
+
+
 # -- through the server ------------------------------------------------------------
 def test_sameprocess_gdb_on_a_program_of_a_server(server, build):  # noqa: F811
     launcher = server.launch(build("dbg_threads.c"), text=True)

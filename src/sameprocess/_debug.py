@@ -141,17 +141,22 @@ def ptrace_problem() -> str | None:
     yama's ptrace_scope 1 only CAP_SYS_PTRACE (or the program naming its
     tracer with PR_SET_PTRACER) allows the attach; 3 forbids it outright.
     """
-    try:
-        scope = int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
-    except (OSError, ValueError):
-        return None
-    if scope == 0 or (scope in (1, 2) and _has_cap_sys_ptrace()):
+    scope = _ptrace_scope()
+    if scope is None or scope == 0 or (scope in (1, 2) and _has_cap_sys_ptrace()):
         return None
     if scope == 3:
         return "kernel.yama.ptrace_scope is 3: no process may be attached to (reboot needed)"
     return (f"kernel.yama.ptrace_scope is {scope}: attaching to a program of the space needs "
             "CAP_SYS_PTRACE; run the command of `sameprocess gdb --print-command PID` with sudo "
             "(see docs/debugging.md)")
+
+
+def _ptrace_scope() -> int | None:
+    """yama's ptrace_scope, or None without yama."""
+    try:
+        return int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _has_cap_sys_ptrace() -> bool:
