@@ -41,11 +41,9 @@ class LeftTheSpace(LookupError):
 def target_of(space, program) -> DebugTarget:
     """The DebugTarget of a live program of `space`; ProcessLookupError once
     it has been reaped, LeftTheSpace once it has exec'd."""
-    with space._live_lock:
-        entry = space._live.get(program.pid)
-    if entry is None or entry[0] is not program:
+    launch = space._launch_of(program)
+    if launch is None:
         raise ProcessLookupError(f"program {program.pid} is not running in this space")
-    launch = entry[1]
     if _mm_fields(launch.pid) != _mm_fields("self"):
         raise LeftTheSpace(f"program {launch.pid} has exec'd and left the space: "
                            f"debug it as any process (gdb -p {launch.pid})")

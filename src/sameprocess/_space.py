@@ -123,6 +123,12 @@ class Space:
         with self._live_lock:
             return [program for program, _ in self._live.values()]
 
+    def _launch_of(self, program: Popen) -> Launch | None:
+        """The launch record of a live program (what _debug needs), or None."""
+        with self._live_lock:
+            entry = self._live.get(program.pid)
+        return entry[1] if entry is not None and entry[0] is program else None
+
     def _start(self, program: Popen, spec: SpawnSpec) -> None:
         launch = spawn(self._host, spec, self.extra_auxv)
         program.pid, program.pidfd = launch.pid, launch.pidfd
