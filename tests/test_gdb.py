@@ -157,6 +157,21 @@ def test_breakpoints_in_program_and_libc_hit(space, build):
     still_runs(p, "x", "line 4250\n")
 
 
+def test_no_breakpoint_can_land_in_the_shared_vdso(space, build):
+    """The vDSO is one mapping for the whole mm: `break clock_gettime` must
+    resolve to the program's libc only (plain gdb also puts a location in
+    the vDSO, where the host would hit it)."""
+    p = start(space, build("dbg_threads.c"))
+    out = gdb(p.gdb_command("-nx", "-batch", "-ex", "break clock_gettime", "-ex", "info breakpoints")).stdout
+    listed = out.split("Num     Type")[1]
+    addresses = [int(a, 16) for a in re.findall(r"\s(0x[0-9a-f]{8,})\s", listed)]
+    vdso = next(m for m in open("/proc/self/maps") if m.rstrip().endswith("[vdso]"))
+    lo, hi = (int(x, 16) for x in vdso.split()[0].split("-"))
+    assert addresses and not any(lo <= a < hi for a in addresses), out
+    assert "__GI___clock_gettime" in listed or "clock_gettime" in listed
+    still_runs(p, "ab", "line 4245\n")
+
+
 def test_interrupt_continue_detach(space, build):
     """While gdb runs the program, the host dlopens a library: plain `gdb -p`
     has its dlopen breakpoint in the host's ld.so then, and the host dies of

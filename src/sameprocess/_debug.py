@@ -95,8 +95,7 @@ def gdb_command(target: DebugTarget, gdb_args=(), gdb: str = "gdb") -> list[str]
     command, so theirs run with the symbols loaded.
     """
     return [gdb, *_glue_options(),
-            "-ex", f"sameprocess-attach {target.pid} {_glue_args(target)}",
-            *gdb_args, target.executable]
+            "-ex", f"sameprocess-attach {target.pid} {_glue_args(target)}", *gdb_args]
 
 
 def core_command(target: DebugTarget, core: str, gdb_args=(), gdb: str = "gdb") -> list[str]:

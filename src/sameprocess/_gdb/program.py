@@ -3,23 +3,24 @@ of a space instead of the host that owns the shared mm.
 
 gdb finds shared objects through the process's auxv, and a program's auxv
 in /proc is the host's: left alone, gdb loads the host's executable and
-libraries and even plants its dlopen breakpoint in the *host's* ld.so.  The
-launcher therefore starts gdb with the program's executable, an empty
-sysroot (so gdb's own shared-library search finds nothing) and
-`exec-file-mismatch off`; this script then does the search itself, from the
-program's own r_debug:
+libraries and plants its dlopen breakpoint in the *host's* ld.so (the host,
+not traced, then dies of SIGTRAP at its next dlopen).  `sameprocess gdb`
+therefore starts gdb with an empty sysroot (so gdb's own shared-library
+search opens nothing) and no executable; this script attaches, then does
+the search itself, from the program's own r_debug:
 
-    sameprocess-program EXECUTABLE R_DEBUG BIAS
+    sameprocess-attach PID EXECUTABLE R_DEBUG BIAS     (a live program)
+    sameprocess-program EXECUTABLE R_DEBUG BIAS        (a core file)
 
 R_DEBUG is the address of the program's `_r_debug` (0: none, a static
 program), BIAS the load bias of a static program's image (ignored when
-R_DEBUG is known: the link_map has it).  Each object on the link_map chain
-gets `add-symbol-file -o L_ADDR`; a breakpoint on the program's `r_brk`
-(its ld.so's `_dl_debug_state`) adds what dlopen loads later.
+R_DEBUG is known: the link_map has it).  The executable gets `symbol-file
+-o BIAS`, each other object on the link_map chain `add-symbol-file -o
+L_ADDR`; a breakpoint on the program's `r_brk` (its ld.so's
+`_dl_debug_state`) follows dlopen and dlclose.
 
 This file is plain gdb Python: it must not import sameprocess (gdb's Python
-is not the package's).  The same reader serves core files, where it is
-given the r_debug found by `sameprocess gdb --core`.
+is not the package's).
 """
 import struct
 
@@ -82,12 +83,12 @@ class Program:
         self.loaded = set()    # (name, l_addr) given to add-symbol-file
         self.watch = None
 
-    def load_all(self):
+    def load_all(self, main_loaded=False):
+        """Symbols of every object; the executable's unless main_loaded
+        (a static program, relocated before the attach)."""
         objects = link_map(self.r_debug) if self.r_debug else []
         main_bias = objects[0][0] if objects else self.bias
-        if main_bias:
-            # gdb loaded the executable unrelocated (it could not know the
-            # bias: the auxv it reads is the host's).
+        if not main_loaded:
             gdb.execute(f"symbol-file -o {main_bias:#x} {quote(self.executable)}", to_string=True)
         added = [self.add(bias, name) for bias, name in objects[1:]]
         return 1 + sum(added)
@@ -149,17 +150,21 @@ def quote(path):
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-# gdb says this at attach, about its own search, which found nothing (on
-# purpose); Program.follow_dlopen does that job.
-NO_DLOPEN_WARNING = ("warning: Unable to find dynamic linker breakpoint function.\n"
-                     "GDB will be unable to debug shared library initializers\n"
-                     "and track explicitly loaded dynamic code.\n")
+# What gdb says at an attach without an executable, about what it does not
+# do on purpose: its own dlopen breakpoint (Program.follow_dlopen does that
+# job) and the vDSO's symbols (see AttachCommand).
+EXPECTED_WARNINGS = (
+    "warning: Unable to find dynamic linker breakpoint function.\n"
+    "GDB will be unable to debug shared library initializers\n"
+    "and track explicitly loaded dynamic code.\n",
+    "warning: Could not load vsyscall page because no executable was specified\n",
+)
 
 
-def load(executable, r_debug, bias, live):
+def load(executable, r_debug, bias, live, main_loaded=False):
     """Load the program's symbols; follow its dlopens when it is live."""
     program = Program(executable, r_debug, bias)
-    count = program.load_all()
+    count = program.load_all(main_loaded)
     if live:
         program.follow_dlopen()
     print(f"sameprocess: symbols of {count} objects of {executable}"
@@ -190,7 +195,16 @@ class ProgramCommand(gdb.Command):
 
 class AttachCommand(gdb.Command):
     """sameprocess-attach PID EXECUTABLE R_DEBUG BIAS: attach to a program of
-    a space and load its symbols."""
+    a space and load its symbols.
+
+    gdb is started with no executable, and is given it only after the
+    attach: with an executable at the attach, gdb loads the vDSO's symbols
+    from the (host's) auxv, and the vDSO is one mapping for the whole mm: a
+    breakpoint there (`break clock_gettime` finds a location in it besides
+    libc's) would be hit by the host and every program, which are not
+    traced and die of SIGTRAP.  `exec-file` afterwards also drops the list
+    of the host's libraries that gdb's own search made.
+    """
 
     USAGE = "sameprocess-attach PID EXECUTABLE R_DEBUG BIAS"
 
@@ -200,14 +214,16 @@ class AttachCommand(gdb.Command):
     def invoke(self, argument, from_tty):
         pid, executable, r_debug, bias = parse(argument, 4, self.USAGE)
         r_debug, bias = int(r_debug, 0), int(bias, 0)
-        if not r_debug and bias:
+        if not r_debug:
             # A static program: relocated before the attach, so that gdb's
             # own dlopen breakpoint goes to its _dl_debug_state, where it is.
             gdb.execute(f"symbol-file -o {bias:#x} {quote(executable)}", to_string=True)
-            bias = 0
         said = gdb.execute(f"attach {int(pid)}", to_string=True)
-        print(said.replace(NO_DLOPEN_WARNING, ""), end="")
-        load(executable, r_debug, bias, live=True)
+        for expected in EXPECTED_WARNINGS:
+            said = said.replace(expected, "")
+        print(said, end="")
+        load(executable, r_debug, bias, live=True, main_loaded=not r_debug)
+        gdb.execute(f"exec-file {quote(executable)}", to_string=True)
         gdb.execute("frame")   # where it stopped, now with the program's symbols
 
 
