@@ -19,9 +19,10 @@ from ._elf import page_down
 
 GDB_DIR = Path(__file__).resolve().parent / "_gdb"
 GLUE = GDB_DIR / "program.py"
-# gdb's own shared-library search follows the host's auxv; pointed at a
-# directory with no system libraries in it, it finds (and touches) nothing.
-EMPTY_SYSROOT = GDB_DIR / "sysroot"
+# gdb's own shared-library search follows the host's auxv; given a sysroot
+# that does not exist (inside the package: nothing else creates it), it
+# opens nothing, and so plants nothing in the host.
+EMPTY_SYSROOT = GDB_DIR / "no-sysroot"
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,7 @@ def core_command(target: DebugTarget, core: str, gdb_args=(), gdb: str = "gdb") 
 
 
 def _glue_options() -> list[str]:
-    return ["-iex", "set exec-file-mismatch off",
-            "-iex", f"set sysroot {EMPTY_SYSROOT}",
-            "-ix", str(GLUE)]
+    return ["-iex", f"set sysroot {EMPTY_SYSROOT}", "-ix", str(GLUE)]
 
 
 def _glue_args(target: DebugTarget) -> str:
