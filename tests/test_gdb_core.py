@@ -83,7 +83,7 @@ def test_sameprocess_gdb_core_gives_the_crashing_programs_backtrace(space, build
 def test_the_crashing_copy_is_found_among_copies_of_the_same_program(space, build, tmp_path):
     """Two programs run one executable; the core holds both copies, and the
     one whose link_map holds the crashing pc is the dead program."""
-    from sameprocess._core import Core, find_program
+    from sameprocess._core import Core, CoreError, find_program
 
     exe = build("dbg_crash.c")
     survivor = space.Popen([exe], stdin=subprocess.PIPE, cwd=tmp_path)
@@ -96,9 +96,11 @@ def test_the_crashing_copy_is_found_among_copies_of_the_same_program(space, buil
     found = find_program(core, exe)
     assert (found.pid, found.r_debug) == (crasher.pid, expected.r_debug) != (survivor.pid, other.r_debug)
     assert survivor.poll() is None   # the dump left the other program alone
+    with pytest.raises(CoreError, match="is not mapped in .*: the core is of another program"):
+        find_program(core, build("hello.c"))
 
 
-def test_gdb_core_of_another_program_is_refused(build, tmp_path):
+def test_gdb_core_refuses_what_is_not_a_core(build, tmp_path):
     fake = tmp_path / "core"
     fake.write_bytes(b"not a core")
     result = subprocess.run(SP + ["gdb", "--core", str(fake), build("hello.c")],
