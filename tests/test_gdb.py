@@ -81,6 +81,8 @@ def tasks(pid):
 def test_backtrace_globals_threads_then_detach(space, build, variant):
     flags = VARIANTS[variant]
     exe = build("dbg_threads.c", flags=flags, name=f"dbg_threads_{variant.replace('-', '_')}")
+    if variant != "non-pie":   # a second copy of the same file: gdb must pick p's
+        start(space, exe)
     p = start(space, exe)
     out = gdb(p.gdb_command("-nx", "-batch", "-ex", "bt", "-ex", "print dbg_global",
                             "-ex", "info threads", "-ex", "thread apply all bt")).stdout

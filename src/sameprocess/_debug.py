@@ -64,29 +64,24 @@ def _mm_fields(pid) -> list[bytes]:
 
 
 def static_bias(launch) -> int:
-    """Where the loader mapped a static image: the mapping of the file's
-    first segment that lies in this launch's regions (other programs may
-    run the same file)."""
-    image = launch.main
-    st = os.stat(image.path)
-    first = image.loads[0]
-    for start, offset, dev, inode in _file_mappings():
-        if ((inode, dev) == (st.st_ino, st.st_dev) and (offset == page_down(first.offset))
-                and launch.regions.contains(start, start + 1)):
+    """Where the loader mapped a static image: the file mapping of its first
+    segment inside this launch's regions (other programs may run the same
+    file; and the regions hold nothing else mapped from a file, so no file
+    identity is compared, which overlay filesystems report inconsistently)."""
+    first = launch.main.loads[0]
+    for start, offset in _file_mappings():
+        if offset == page_down(first.offset) and launch.regions.contains(start, start + 1):
             return start - page_down(first.vaddr)
     raise ProcessLookupError(f"the image of program {launch.pid} is no longer mapped")
 
 
 def _file_mappings():
-    """(start, file offset, st_dev, inode) of each file mapping of the host."""
+    """(start, file offset) of each file mapping of the host."""
     with open("/proc/self/maps", "rb") as f:
         for line in f:
             fields = line.split(None, 5)
-            inode = int(fields[4])
-            if inode:
-                major, minor = (int(x, 16) for x in fields[3].split(b":"))
-                yield (int(fields[0].split(b"-")[0], 16), int(fields[2], 16),
-                       os.makedev(major, minor), inode)
+            if int(fields[4]):   # an inode: a file
+                yield int(fields[0].split(b"-")[0], 16), int(fields[2], 16)
 
 
 def gdb_command(target: DebugTarget, gdb_args=(), gdb: str = "gdb") -> list[str]:
