@@ -3,7 +3,8 @@
 #  1. installs the system packages the tests need, only those missing
 #     (apt-get; sudo when not root): g++, Go (golang-go), musl-tools, rustc (unless a
 #     rustc is already on PATH), the aarch64 cross compiler (the tests build
-#     the native core for both architectures), static libc, python3-venv,
+#     the native core for both architectures), static libc, gdb (the debugging tests),
+#     python3-venv,
 #     and for Debian's python3.X its test package (libpython3.X-testsuite:
 #     tests/test_cpython_subprocess_suite.py runs CPython's test_subprocess);
 #  2. creates .venv with python3.11 (or python3 >= 3.11) and upgrades pip;
@@ -52,6 +53,7 @@ need_command readelf binutils
 need_command go golang-go
 need_command rustc rustc
 need_command musl-gcc musl-tools  # a non-glibc interpreter for the loader tests
+need_command gdb gdb              # tests/test_gdb*.py drive it in batch mode
 need_command aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu
 need_package libc6-dev-arm64-cross
 # -static-pie programs need libc.a (gcc prints the bare name when it has none).

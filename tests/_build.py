@@ -62,6 +62,8 @@ class Defaults:
 
 
 DEFAULTS = {
+    "dbg_crash.c": Defaults(libs=("-pthread",)),
+    "dbg_threads.c": Defaults(libs=("-pthread",)),
     "hello_static.c": Defaults(flags=("-static-pie",)),
     "nonpie.c": Defaults(flags=("-no-pie", f"-Wl,-Ttext-segment={NONPIE_ADDRESS:#x}")),
     "origin_main.c": Defaults(
@@ -86,7 +88,7 @@ VARIANTS = {
 RUNTIME_PREFIX = "rt_"
 
 # The library sources: built by their main program, never on their own.
-LIBRARY_SOURCES = {"origin_lib.c"}
+LIBRARY_SOURCES = {"origin_lib.c", "dbg_plugin.c"}
 HEADER_SUFFIXES = {".h", ".hpp"}
 
 

@@ -160,6 +160,8 @@ def sample_messages(probe: str) -> list[P.Message]:
            P.Programs([P.ProgramInfo(1, 2, "S", 0.0, [b"x"])], truncated=False)]
     if hasattr(P, "LauncherWarning"):
         out.append(P.LauncherWarning("a warning"))
+    if hasattr(P, "Debug"):
+        out += [P.Debug(os.getpid()), P.DebugInfo(1, b"/bin/x", 0x1000, 0)]
     return out
 
 

@@ -41,6 +41,7 @@ def test_top_level_help_lists_every_verb():
     ("ps", ["--json", "PID"]),
     ("kill", ["-s SIGNAL", "PID"]),
     ("stop", ["--grace", "SIGKILL"]),
+    ("gdb", ["--core CORE", "PID|PROGRAM", "GDB ARGS", "--print-command"]),
     ("demo", ["producer", "consumer", "pipe"]),
 ])
 def test_verb_help(verb, words):

@@ -41,6 +41,9 @@ SAMPLES = [
     P.Killed([(10, 0), (99, errno.ESRCH)]),
     P.Stopped(3),
     P.LauncherWarning("/usr/bin/x is set-user-ID; it runs with your rights"),
+    P.Debug(4321),
+    P.DebugInfo(4321, b"/usr/bin/prog", 0x7F0012345118, 0),
+    P.DebugInfo(4322, b"/opt/static", 0, 0x7F0000000000),
 ]
 
 
@@ -385,3 +388,17 @@ def test_garbage_over_a_socket_never_leaks(chunks, with_fds):
         b.close()
         a.close()
     assert open_fds() == before
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"\0\0\0\1" + struct.pack("!I", 4) + b"prog" + b"\0" * 16, "absolute path"),
+    (b"\0\0\0\1" + struct.pack("!I", 3) + b"/a\0" + b"\0" * 16, "NUL"),
+])
+def test_debug_info_rejects_a_bad_executable(payload, reason):
+    with pytest.raises(P.ProtocolError, match=reason):
+        P.decode(frame(P.MsgType.DEBUG_INFO, payload))
+
+
+def test_debug_of_pid_0_is_a_protocol_error():
+    with pytest.raises(P.ProtocolError, match="pid 0"):
+        P.decode(frame(P.MsgType.DEBUG, struct.pack("!I", 0)))

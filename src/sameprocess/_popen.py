@@ -112,6 +112,19 @@ class Popen(subprocess.Popen):
         its memory is given back."""
         return self._space._mappings(self)
 
+    # -- debugging (docs/debugging.md) --------------------------------------
+    def debug_target(self):
+        """What a debugger needs to find this program's code in the shared
+        mm: a _debug.DebugTarget; ProcessLookupError once it has exited."""
+        from ._debug import target_of
+        return target_of(self._space, self)
+
+    def gdb_command(self, *gdb_args: str) -> list[str]:
+        """argv of a gdb attached to this program with its own symbols (not
+        the host's); gdb_args such as "-batch", "-ex", "bt" are passed on."""
+        from ._debug import find_gdb, gdb_command
+        return gdb_command(self.debug_target(), gdb_args, find_gdb())
+
     # -- exit: learned from the pidfd, reaped by waitpid as subprocess does --
     @property
     def pidfd(self) -> int:

@@ -140,12 +140,16 @@ class Space:
             programs = [program_exit.program() for program_exit, _ in self._live.values()]
         return [program for program in programs if program is not None]
 
-    def _mappings(self, program: Popen) -> list[tuple[int, int]]:
+    def _launch_of(self, program: Popen) -> Launch | None:
+        """The launch record of a live program (what _debug needs), or None."""
         with self._live_lock:
             entry = self._live.get(program.pid)
-        if entry is None or entry[0] is not program._exit:
+        return entry[1] if entry is not None and entry[0] is program._exit else None
+
+    def _mappings(self, program: Popen) -> list[tuple[int, int]]:
+        launch = self._launch_of(program)
+        if launch is None:
             return []
-        launch = entry[1]
         if launch.ledger is not None:
             return launch.ledger.mappings()
         return list(launch.regions.ranges)

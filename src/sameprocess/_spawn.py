@@ -78,6 +78,7 @@ class Launch:
     main: ElfImage
     target: Target
     ledger: _ledger.Enrolment | None = None   # None: not recorded (regions are ours)
+    loader_ranges: tuple[tuple[int, int], ...] = ()  # what the loader mapped, whoever unmaps it
 
 
 class HostFacts:
@@ -320,6 +321,7 @@ def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = 
         if len(image.data) + CHILD_PATH_GAP + 16384 > stack.size:
             raise OSError(errno.E2BIG, "arguments and environment do not fit the stack")
         _mm.write(image.sp, image.data)
+        loader_ranges = tuple(regions.ranges)
         if host.keeper is not None and spec.reclaim:
             ledger = host.keeper.enrol(regions.ranges, _address_limit(spec))
             regions.ranges = []  # the keeper's now: ledger.release() unmaps them
@@ -329,7 +331,7 @@ def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = 
             ledger.release()
         regions.unmap()
         raise
-    return Launch(pid, pidfd, regions, plan.r_debug, exe, target, ledger)
+    return Launch(pid, pidfd, regions, plan.r_debug, exe, target, ledger, loader_ranges)
 
 
 def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.StackArea,

@@ -1,4 +1,4 @@
-"""The `sameprocess` command: one module per verb (serve, run, ps, kill, stop,
+"""The `sameprocess` command: one module per verb (serve, run, ps, kill, stop, gdb,
 demo, config), each with register(subparsers, parents) and its own handler;
 shared options and error handling in _common.
 
@@ -14,7 +14,7 @@ import sys
 
 from . import _common
 
-VERBS = ("serve", "run", "ps", "kill", "stop", "demo", "config")
+VERBS = ("serve", "run", "ps", "kill", "stop", "gdb", "demo", "config")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ Conversations (anything else is out of order, a protocol error):
     SPAWN -> STARTED, EXITED   or   SPAWN -> ERROR   (or SPAWN -> EXITED)
     with any number of WARNING frames between SPAWN and STARTED (or EXITED)
     LIST  -> PROGRAMS      KILL -> KILLED      STOP -> STOPPED
+    DEBUG -> DEBUG_INFO
 and any request -> ERROR.  After SPAWN the launcher sends nothing more;
 closing its end means "the launcher is gone" and the program gets SIGHUP.
 
@@ -64,6 +65,7 @@ class MsgType(enum.IntEnum):
     LIST = 0x02
     KILL = 0x03
     STOP = 0x04
+    DEBUG = 0x05
     # replies (server -> client)
     STARTED = 0x81
     EXITED = 0x82
@@ -72,6 +74,7 @@ class MsgType(enum.IntEnum):
     KILLED = 0x85
     STOPPED = 0x86
     WARNING = 0x87
+    DEBUG_INFO = 0x88
 
     @property
     def is_request(self) -> bool:
@@ -397,6 +400,53 @@ class Programs(Message):
         return cls(programs, bool(truncated))
 
 
+class Debug(Message):
+    """Ask what a debugger needs to find program `pid`'s code (sameprocess gdb)."""
+
+    TYPE = MsgType.DEBUG
+
+    pid: int
+
+    def encode_payload(self, enc: Encoder) -> None:
+        enc.u32(self.pid)
+
+    @classmethod
+    def decode_payload(cls, dec: Decoder) -> "Debug":
+        pid = dec.u32()
+        dec.end()
+        if pid == 0:
+            raise ProtocolError("DEBUG: pid 0")
+        return cls(pid)
+
+
+class DebugInfo(Message):
+    """A program's executable, its ld.so's r_debug address (0: static) and,
+    for a static program, the load bias of its image."""
+
+    TYPE = MsgType.DEBUG_INFO
+
+    pid: int
+    executable: bytes
+    r_debug: int
+    bias: int
+
+    def encode_payload(self, enc: Encoder) -> None:
+        enc.u32(self.pid)
+        enc.blob(self.executable)
+        enc.u64(self.r_debug)
+        enc.u64(self.bias)
+
+    @classmethod
+    def decode_payload(cls, dec: Decoder) -> "DebugInfo":
+        pid, executable = dec.u32(), dec.blob(PATH_MAX, "executable")
+        r_debug, bias = dec.u64(), dec.u64()
+        dec.end()
+        _strict_string(executable, "DEBUG_INFO", "executable")
+        if not executable.startswith(b"/"):
+            raise ProtocolError("DEBUG_INFO: the executable must be an absolute path")
+        return cls(pid, executable, r_debug, bias)
+
+
 class Killed(Message):
     """Per pid of a KILL: 0, or the errno (ESRCH: not a program of this space)."""
 
@@ -436,7 +486,7 @@ class Stopped(Message):
 
 MESSAGES: dict[MsgType, type[Message]] = {
     cls.TYPE: cls for cls in (Spawn, ListPrograms, Kill, Stop, Started, Exited, Error, Programs, Killed, Stopped,
-                              LauncherWarning)
+                              LauncherWarning, Debug, DebugInfo)
 }
 REQUESTS = frozenset(t for t in MsgType if t.is_request)
 REPLIES = frozenset(t for t in MsgType if not t.is_request)

@@ -36,8 +36,9 @@ from .._errors import SetuidIgnoredWarning
 from .framing import FrameReader, FrameWriter, PeerClosed, close_fds
 from .._mm import resident
 from .protocol import (
-    MAX_PS_ARGS, RLIM_INFINITY, REQUESTS, Error, Exited, Kill, Killed, LauncherWarning, ListPrograms, Message,
-    ProgramInfo, Programs, ProtocolError, Spawn, Started, Stop, Stopped, check_exec_sizes, printable,
+    MAX_PS_ARGS, RLIM_INFINITY, REQUESTS, Debug, DebugInfo, Error, Exited, Kill, Killed, LauncherWarning,
+    ListPrograms, Message, ProgramInfo, Programs, ProtocolError, Spawn, Started, Stop, Stopped,
+    check_exec_sizes, printable,
 )
 
 log = logging.getLogger("sameprocess.server")
@@ -244,6 +245,8 @@ class Server:
             self._reply(conn, Programs(*self._program_list()))
         elif isinstance(message, Kill):
             self._reply(conn, Killed([(pid, self._kill(pid, message.signal)) for pid in message.pids]))
+        elif isinstance(message, Debug):
+            self._reply(conn, self._debug_info(message.pid))
         elif isinstance(message, Stop):
             log.info("stop requested by pid %d", conn.pid)
             conn.state = "reply"
@@ -429,6 +432,18 @@ class Server:
                                      program.popen.start_time, args,
                                      sum(end - start for start, end in ranges), resident(ranges)))
         return infos, False
+
+    def _debug_info(self, pid: int) -> Message:
+        program = self._programs.get(pid)
+        try:
+            if program is None:
+                raise ProcessLookupError
+            target = program.popen.debug_target()
+        except ProcessLookupError:
+            return Error(errno.ESRCH, f"{pid}: no such program in this space", b"")
+        except LookupError as e:   # exec'd: no longer in the space
+            return Error(errno.EINVAL, str(e), b"")
+        return DebugInfo(pid, os.fsencode(target.executable), target.r_debug, target.bias)
 
     def _kill(self, pid: int, sig: int) -> int:
         program = self._programs.get(pid)
