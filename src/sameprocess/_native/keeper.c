@@ -171,14 +171,16 @@ static int over_address_limit(const struct sp_keeper *k, uint32_t slot, int32_t 
 static long map_placed(struct sp_keeper *k, uint64_t hint, uint64_t len, long prot, long flags,
                        long fd, long off)
 {
-    long r = -EEXIST;
-    /* Like the kernel: the hint if it is free, for data.  Code (a file, or
-     * an executable mapping) goes in the window whatever the hint, so that
-     * the calls it makes are the program's (a hint is only advice). */
-    if (hint && (flags & MAP_ANONYMOUS) && !(prot & PROT_EXEC))
+    long r;
+    /* Like the kernel: the hint if it is free, for data (any failure there
+     * means "not there", as a hint the kernel cannot use is ignored).  Code
+     * (a file, or an executable mapping) goes in the window whatever the
+     * hint, so that the calls it makes are the program's. */
+    if (hint && (flags & MAP_ANONYMOUS) && !(prot & PROT_EXEC)) {
         r = SYSCALL(SYS_mmap, page_up(hint), len, prot, flags | MAP_FIXED_NOREPLACE, fd, off);
-    if (r != -EEXIST && r != -EINVAL)
-        return r;
+        if (!failed(r))
+            return r;
+    }
     uint64_t at = ledger_place(k, page_up(len), page_up(len) >= HUGE_ALIGN ? HUGE_ALIGN : PAGE);
     if (at) {
         r = SYSCALL(SYS_mmap, at, len, prot, flags | MAP_FIXED_NOREPLACE, fd, off);
