@@ -525,3 +525,18 @@ def test_other_kinds_of_program_leave_nothing(space, build, tmp_path, kind):
         argv = [sys.executable, "-c", "import json, threading; threading.Thread(target=print).start()"]
     growth = measure(space, Row(kind, argv, 10))
     assert growth.rss <= 4 * MIB and growth.maps <= 20, growth
+
+
+def test_unrecorded_calls_are_reported_once(space, build, monkeypatch, caplog):
+    """Calls the keeper had to let through unrecorded (a descriptor it may
+    not take, a full ledger) leave memory behind: the space says so, once."""
+    keeper = space._host.keeper
+    monkeypatch.setattr(keeper, "_warned", False)
+    real = keeper._counter
+    monkeypatch.setattr(keeper, "_counter", lambda name: 3 if name == "untracked" else real(name))
+    hello = build("hello.c")
+    with caplog.at_level("WARNING", logger="sameprocess"):
+        for _ in range(2):
+            assert space.run([hello], stdout=subprocess.DEVNULL).returncode == 0
+    said = [r.getMessage() for r in caplog.records if "could not be recorded" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("sameprocess: 3 memory calls"), said

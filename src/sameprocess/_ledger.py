@@ -53,9 +53,10 @@ KEEPER_REPLY = struct.Struct("<QqQQ")
 # control_fd, host_pid (i32).  The counters start at COUNTERS_AT.
 KEEPER_HEAD = struct.Struct("<6QIIQii")
 COUNTERS_AT = 104
-COUNTERS = ("notifications", "continued", "untracked", "reclaimed", "ledger_full")
+COUNTERS = ("notifications", "continued", "untracked", "reclaimed", "ledger_full", "slots_used")
 SLOT_SIZE, ENTRY_SIZE = 32, 24
-SLOTS = 4096                 # programs (and their exec'd descendants) at once
+SLOTS = 16384                # programs (and their forked descendants) at once
+SLOTS_SPARE = 64             # enrolments of other threads that may be in flight
 ENTRIES = 4 << 20            # recorded ranges at once, all programs together
 KEEPER_STACK = 256 << 10
 
@@ -238,7 +239,9 @@ class Enrolment:
         if self.released:
             return 0, 0
         self.released = True
-        return self.keeper.reclaim(self.id)
+        freed = self.keeper.reclaim(self.id)
+        self.keeper.warn_once_unrecorded()
+        return freed
 
     def mappings(self) -> list[tuple[int, int]]:
         return [] if self.released else self.keeper.query(self.id)
@@ -250,6 +253,7 @@ class Keeper:
     def __init__(self) -> None:
         self.window = code_window()
         self._ids = itertools.count(1)
+        self._warned = False
         self._lock = threading.Lock()
         size = 4096 + SLOTS * SLOT_SIZE + ENTRIES * ENTRY_SIZE + KEEPER_STACK
         self._base = _mm.mmap(0, size, _mm.PROT_READ | _mm.PROT_WRITE,
@@ -274,10 +278,13 @@ class Keeper:
         address_limit: the program starts with a finite RLIMIT_AS."""
         if len(regions) > MAX_REGIONS:
             raise SpaceError(f"a program with {len(regions)} loader regions (at most {MAX_REGIONS})")
+        if self._counter("slots_used") >= SLOTS - SLOTS_SPARE:
+            raise SpaceError(f"the space's ledger holds {SLOTS - SLOTS_SPARE} programs (with their "
+                             "forked descendants) already: wait for some to exit")
         enrolment = Enrolment(self, next(self._ids), regions, address_limit)
         flat = [a for r in regions for a in r] + [0] * (2 * MAX_REGIONS - 2 * len(regions))
-        self._sock.send(KEEPER_MSG.pack(REGISTER, len(regions), enrolment.id, 0, 0, 0, *flat,
-                                        ADDRESS_LIMIT if address_limit else 0))
+        self._send(KEEPER_MSG.pack(REGISTER, len(regions), enrolment.id, 0, 0, 0, *flat,
+                                   ADDRESS_LIMIT if address_limit else 0))
         return enrolment
 
     def reclaim(self, ledger_id: int) -> tuple[int, int]:
@@ -298,17 +305,36 @@ class Keeper:
             room = count + 64  # it grew meanwhile: ask again with room to spare
 
     def counters(self) -> dict[str, int]:
-        raw = _mm.peek(self._base + COUNTERS_AT, 8 * len(COUNTERS)) or b"\0" * (8 * len(COUNTERS))
-        return dict(zip(COUNTERS, struct.unpack(f"<{len(COUNTERS)}Q", raw)))
+        """The keeper's counters (keeper.h), read in place."""
+        return {name: self._counter(name) for name in COUNTERS}
+
+    def _counter(self, name: str) -> int:
+        # The keeper's memory is the host's own (one mm): read it directly.
+        return ctypes.c_uint64.from_address(self._base + COUNTERS_AT + 8 * COUNTERS.index(name)).value
+
+    def warn_once_unrecorded(self) -> None:
+        """Log (once) if calls went unrecorded: their memory stays after exit."""
+        lost = self._counter("untracked") + self._counter("ledger_full")
+        if lost and not self._warned:
+            self._warned = True
+            log.warning("sameprocess: %d memory calls of programs could not be recorded (a "
+                        "descriptor the keeper may not take, or a full ledger): what they mapped "
+                        "stays after the programs exit", lost)
+
+    def _send(self, message: bytes) -> None:
+        try:
+            self._sock.send(message)
+        except OSError as e:
+            raise SpaceError(f"the space's keeper task (pid {self.pid}) is gone: {e.strerror}") from None
 
     def _ask(self, kind: int, ledger_id: int, buf: int = 0, buf_len: int = 0) -> tuple[int, int]:
         """One request and its reply; requests of all threads take turns."""
         with self._lock:
-            self._sock.send(KEEPER_MSG.pack(kind, 0, ledger_id, 0, buf, buf_len, *[0] * 8, 0))
+            self._send(KEEPER_MSG.pack(kind, 0, ledger_id, 0, buf, buf_len, *[0] * 8, 0))
             while True:
                 raw = self._sock.recv(KEEPER_REPLY.size)
                 if not raw:
-                    raise SpaceError("the space's keeper task is gone")
+                    raise SpaceError(f"the space's keeper task (pid {self.pid}) is gone")
                 reply_id, result, size, _ = KEEPER_REPLY.unpack(raw)
                 if reply_id == ledger_id:
                     return result, size

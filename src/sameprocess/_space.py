@@ -206,12 +206,14 @@ class Space:
             if launch.ledger is None:
                 self._unmap_loaded_objects(launch)
         finally:
-            if launch.ledger is not None:
-                launch.ledger.release()
-            launch.regions.unmap()
-            with self._live_lock:
-                self._live.pop(launch.pid, None)
-            program_exit.exited()
+            try:
+                if launch.ledger is not None:
+                    launch.ledger.release()
+                launch.regions.unmap()
+            finally:  # whatever went wrong above, the exit is reported
+                with self._live_lock:
+                    self._live.pop(launch.pid, None)
+                program_exit.exited()
 
     def _unmap_loaded_objects(self, launch: Launch) -> None:
         if launch.r_debug is None:

@@ -84,6 +84,7 @@ static long new_slot(struct sp_keeper *k, uint64_t id)
         uint32_t i = (uint32_t)((id + n) % k->n_slot_cap);
         if (k->slots[i].id == 0) {
             k->slots[i] = (struct sp_keeper_slot){id, 0, 0, -1, -1, SLOT_LIVE};
+            k->counters.slots_used++;
             return i;
         }
     }
@@ -91,7 +92,7 @@ static long new_slot(struct sp_keeper *k, uint64_t id)
 }
 
 /* A slot is free again once reclaimed and its listener is closed. */
-static void release_if_done(struct sp_keeper_slot *s)
+static void release_if_done(struct sp_keeper *k, struct sp_keeper_slot *s)
 {
     if ((s->flags & SLOT_LIVE) || s->listener >= 0)
         return;
@@ -99,6 +100,7 @@ static void release_if_done(struct sp_keeper_slot *s)
         SYSCALL(SYS_close, s->pidfd, 0, 0, 0, 0, 0);
     s->id = 0;
     s->pidfd = -1;
+    k->counters.slots_used--;
 }
 
 static uint64_t reclaim(struct sp_keeper *k, uint32_t slot, uint64_t *bytes)
@@ -120,7 +122,7 @@ static void retire_listener(struct sp_keeper *k, uint32_t slot)
         uint64_t bytes;
         reclaim(k, slot, &bytes);
     }
-    release_if_done(s);
+    release_if_done(k, s);
 }
 
 /* -- performing a program's call ----------------------------------------------- */
@@ -355,7 +357,7 @@ static void on_request(struct sp_keeper *k, const struct sp_keeper_msg *m)
         reply(k, m->id, -ENOENT, 0);
     } else if (m->kind == SP_KEEPER_RECLAIM) {
         uint64_t count = reclaim(k, (uint32_t)slot, &bytes);
-        release_if_done(&k->slots[slot]);
+        release_if_done(k, &k->slots[slot]);
         reply(k, m->id, (int64_t)count, bytes);
     } else {
         uint64_t count = ledger_query(k, (uint32_t)slot, (uint64_t *)(uintptr_t)m->buf, m->buf_len, &bytes);
@@ -374,7 +376,7 @@ static void host_gone(struct sp_keeper *k)
         if (s->id && s->listener < 0 && (s->flags & SLOT_LIVE)) {
             uint64_t bytes;
             reclaim(k, i, &bytes);
-            release_if_done(s);
+            release_if_done(k, s);
         }
     }
 }

@@ -80,6 +80,7 @@ struct sp_keeper_counters {
     uint64_t untracked;      /* calls of a program let through unrecorded (see keeper.c) */
     uint64_t reclaimed;      /* ranges unmapped after exits */
     uint64_t ledger_full;    /* calls let through because the ledger was full */
+    uint64_t slots_used;     /* programs registered, or with a task left */
 };
 
 /* The keeper's whole state, in memory the host mapped for it (MAP_NORESERVE:
