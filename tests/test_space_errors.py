@@ -11,6 +11,7 @@ import pytest
 from _reliability_helpers import children_of
 from sameprocess import ExecError, _mm
 from sameprocess._elf import EHDR, PHDR
+from sameprocess._loader import STACK_GUARD
 
 
 def fds():
@@ -18,14 +19,16 @@ def fds():
 
 
 def loader_mappings():
-    """Mappings a failed spawn could leave: reservations and stack guards
-    (---p), and ELF files.
+    """Mappings a failed spawn could leave: its reservation, which always
+    holds a stack guard of STACK_GUARD bytes (---p), and ELF files.
 
-    Python's heap (anonymous read-write) and its imports come and go on
-    their own, so they are not counted; a leaked stack always has its guard.
+    Python's heap (anonymous read-write), a malloc arena that a host thread
+    reserves the first time it allocates (---p, at most 64 MiB) and the
+    host's imports come and go on their own, so they are not counted.
     """
     return {m for m in _mm.read_maps()
-            if m.perms.startswith("---") or (m.path.startswith("/") and "python3" not in m.path)}
+            if (m.perms.startswith("---") and m.end - m.start >= STACK_GUARD)
+            or (m.path.startswith("/") and "python3" not in m.path)}
 
 
 def children() -> set[int]:

@@ -12,6 +12,7 @@ candidate is the mapping of the executable that holds the pc.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -48,8 +49,12 @@ class Core:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        # A core of a space holds the whole shared mm (the shared heap's
+        # arena, every program): gigabytes, mostly holes.  Mapped, not read.
         with open(path, "rb") as f:
-            self.data = f.read()   # cores of a space are the host's size: tens of MiB
+            if os.fstat(f.fileno()).st_size == 0:
+                raise CoreError(f"{path}: an empty file, not a core")
+            self.data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.loads: list[tuple[int, int, int]] = []   # (vaddr, filesz, file offset)
         self.files: list[FileMapping] = []
         self.threads: list[tuple[int, int]] = []      # (tid, pc), the dumping thread first
