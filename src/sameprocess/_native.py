@@ -63,12 +63,13 @@ class ExecStep(enum.IntEnum):
 
 
 # struct sp_exec_plan: images (pointer); n_images, flags (u32); stack_low,
-# stack_size (u64); stack_prot, pad (i32); stack_image (pointer),
-# stack_image_len, stack_image_at (u64); child (pointer); then the result,
+# stack_size (u64); stack_prot (i32), n_stack_relocs (u32); stack_image
+# (pointer), stack_image_len, stack_image_at (u64); stack_relocs (pointer),
+# stack_top (u64); child (pointer); then the result,
 # struct sp_exec_result: step, err (i32); addr, len (u64); pid, pidfd,
 # reported, pad (i32).  struct sp_image: bias, steps (pointer); n_steps
 # (u32), fd (i32).  struct sp_load_step: 7 u64, prot, pad (i32).
-EXEC_PLAN = struct.Struct("<QIIQQiiQQQQ")
+EXEC_PLAN = struct.Struct("<QIIQQiIQQQQQQ")
 EXEC_RESULT = struct.Struct("<iiQQiiii")
 IMAGE = struct.Struct("<QQIi")
 LOAD_STEP = struct.Struct("<7Qii")
@@ -165,22 +166,25 @@ class ExecPlan:
 
     images: (bias, packed load steps, their count, fd) per image to map;
     stack: (low, size, prot) of the usable stack, or None; stack_image and
-    its address; child: a child_spec buffer, or None to map only.  The
-    buffers passed in must outlive execute().
+    its address; relocs: (uint32_t[] of the image's pointer words, their
+    count, the top to add to them); child: a child_spec buffer, or None to
+    map only.  The buffers passed in must outlive execute().
     """
 
     def __init__(self, images, stack=None, stack_image: bytes = b"", stack_image_at: int = 0,
-                 child: ctypes.Array | None = None, wait: bool = True) -> None:
-        self._keep = (images, stack_image, child)
+                 relocs=None, child: ctypes.Array | None = None, wait: bool = True) -> None:
+        self._keep = (images, stack_image, relocs, child)
         at = EXEC_PLAN.size + EXEC_RESULT.size
         self._buf = buf = ctypes.create_string_buffer(at + IMAGE.size * len(images))
         base = ctypes.addressof(buf)
         for i, (bias, steps, n_steps, fd) in enumerate(images):
             IMAGE.pack_into(buf, at + IMAGE.size * i, bias, ctypes.addressof(steps), n_steps, fd)
         low, size, prot = stack or (0, 0, 0)
+        words, n_words, top = relocs or (None, 0, 0)
         EXEC_PLAN.pack_into(buf, 0, base + at if images else 0, len(images), EXEC_WAIT if wait else 0,
-                            low, size, prot, 0, _address_of(stack_image), len(stack_image),
-                            stack_image_at, ctypes.addressof(child) if child is not None else 0)
+                            low, size, prot, n_words, _address_of(stack_image), len(stack_image),
+                            stack_image_at, ctypes.addressof(words) if n_words else 0, top,
+                            ctypes.addressof(child) if child is not None else 0)
 
     def execute(self) -> bool:
         """Run the plan without the GIL: True, or False with result() saying what failed."""

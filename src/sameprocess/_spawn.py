@@ -28,7 +28,9 @@ import os
 import resource
 import select
 import signal
+import itertools
 import stat
+import struct
 import sys
 import warnings
 from dataclasses import dataclass
@@ -293,6 +295,30 @@ def _image_auxv(image: _loader.LoadedImage, base: int, entry: int) -> list[tuple
             (_AT_BASE, base), (_AT_FLAGS, 0), (_AT_ENTRY, entry)]
 
 
+@dataclass
+class StackImage:
+    sp: int          # where argc goes
+    data: bytes      # the image for a top of 0, this exec's auxv and random bytes in
+    relocs: tuple    # (uint32_t[] of its pointer words, their count, the top to add)
+
+
+_PLAN_AUXV = [(_AT_PHDR, 0), (_AT_PHENT, 0), (_AT_PHNUM, 0), (_AT_BASE, 0), (_AT_FLAGS, 0), (_AT_ENTRY, 0)]
+_AUXV_PAIRS = struct.Struct(f"<{2 * len(_PLAN_AUXV)}Q")
+
+
+def _stack_image(host: HostFacts, plan: Plan, envp: list[bytes], execfn: bytes,
+                 extra_auxv, top: int) -> StackImage:
+    """Phase 4: the template for this argument list, with the entries that
+    change per exec (the images' addresses, AT_RANDOM's bytes) written in;
+    sp_exec moves its pointers to `top`."""
+    auxv = host.auxv + _PLAN_AUXV + _creds_auxv() + list(extra_auxv)
+    made = _stack.template(plan.argv, envp, execfn, auxv, host.strings)
+    data = bytearray(made.data)
+    _AUXV_PAIRS.pack_into(data, made.auxv_at + 16 * len(host.auxv), *itertools.chain(*plan.auxv))
+    data[made.random_at:made.random_at + 16] = os.urandom(16)
+    return StackImage(top + made.sp, bytes(data), (made.native_relocs, len(made.relocs), top))
+
+
 def _creds_auxv() -> list[tuple[int, int]]:
     return [(_AT_UID, os.getuid()), (_AT_EUID, os.geteuid()), (_AT_GID, os.getgid()),
             (_AT_EGID, os.getegid()), (_AT_SECURE, 0)]
@@ -324,9 +350,7 @@ def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = 
         exe = exe_file.image  # the parse the plan was made for
         check_arg_sizes(plan.argv, spec.envp, stack_limit)
         stack = _loader.reserve_stack(size, regions, plan.stack_base)
-        auxv = host.auxv + plan.auxv + _creds_auxv() + list(extra_auxv)
-        image = _stack.build(stack.top, plan.argv, spec.envp, target.execfn, auxv,
-                             host.strings, os.urandom(16))
+        image = _stack_image(host, plan, spec.envp, target.execfn, extra_auxv, stack.top)
         if len(image.data) + CHILD_PATH_GAP + 16384 > stack.size:
             raise OSError(errno.E2BIG, "arguments and environment do not fit the stack")
         if host.keeper is not None and spec.reclaim:
@@ -367,7 +391,7 @@ def _execute(host: HostFacts, spec: SpawnSpec, target: Target, plan: Plan, stack
             rlimits=spec.rlimits, seccomp=host.seccomp, comm=os.path.basename(target.execfn),
             **_ledger_fields(host, ledger))
         run = _native.ExecPlan(plan.images, (area.low, area.size, _loader.stack_prot(executable)),
-                               image.data, image.sp, child, WAIT_IN_NATIVE)
+                               image.data, image.sp, image.relocs, child, WAIT_IN_NATIVE)
         pid, pidfd, reported = _run(run, report)
     except BaseException:  # KeyboardInterrupt: the caller unmaps the child's stack next
         if run is not None and run.result()[5] >= 0:

@@ -20,8 +20,8 @@
 _Static_assert(sizeof(struct sp_load_step) == 64, "LOAD_STEP in _native.py");
 _Static_assert(sizeof(struct sp_image) == 24, "IMAGE in _native.py");
 _Static_assert(sizeof(struct sp_exec_result) == 40, "EXEC_RESULT in _native.py");
-_Static_assert(offsetof(struct sp_exec_plan, result) == 72, "EXEC_PLAN in _native.py");
-_Static_assert(sizeof(struct sp_exec_plan) == 112, "EXEC_PLAN in _native.py");
+_Static_assert(offsetof(struct sp_exec_plan, result) == 88, "EXEC_PLAN in _native.py");
+_Static_assert(sizeof(struct sp_exec_plan) == 128, "EXEC_PLAN in _native.py");
 
 static int fail(struct sp_exec_result *r, int step, int err, uint64_t addr, uint64_t len)
 {
@@ -69,13 +69,18 @@ static int map_image(struct sp_exec_result *r, const struct sp_image *image)
 }
 
 /* The usable stack over its reservation (the guard below stays PROT_NONE),
- * then the initial image at its top, where the child path will not write. */
+ * then the initial image at its top, where the child path will not write,
+ * its pointers moved from a top of 0 to the real one. */
 static int map_stack(struct sp_exec_plan *plan)
 {
     if (map_fixed(plan->stack_low, plan->stack_size, plan->stack_prot,
                   MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0) != 0)
         return fail(&plan->result, SP_EXEC_MAP_STACK, errno, plan->stack_low, plan->stack_size);
-    memcpy((void *)(uintptr_t)plan->stack_image_at, plan->stack_image, plan->stack_image_len);
+    uint64_t *image = (uint64_t *)(uintptr_t)plan->stack_image_at;
+    memcpy(image, plan->stack_image, plan->stack_image_len);
+    for (uint32_t i = 0; i < plan->n_stack_relocs; i++)
+        if (plan->stack_relocs[i] < (plan->stack_image_len / 8))
+            image[plan->stack_relocs[i]] += plan->stack_top;
     return 0;
 }
 

@@ -5,7 +5,7 @@
  * reserves the address ranges, so that the ledger can be told about them
  * before anything runs.  One call then does the rest without the GIL:
  * overlay each image's PT_LOADs onto its reservation, map the stack, write
- * the stack image, clone3 into the child path (sp_spawn) and wait for the
+ * the stack image (relocated to the stack's top), clone3 into the child path (sp_spawn) and wait for the
  * child's report.  Each part is optional (no images, no stack, no child),
  * so the same entry point also maps a lone image.
  *
@@ -77,10 +77,15 @@ struct sp_exec_plan {
     uint64_t stack_low;   /* the usable stack, above its guard: mapped here */
     uint64_t stack_size;  /* 0: no stack */
     int32_t stack_prot;
-    int32_t pad;
+    uint32_t n_stack_relocs;
     const void *stack_image;   /* copied to stack_image_at, with the stack mapping */
     uint64_t stack_image_len;
     uint64_t stack_image_at;   /* the initial stack pointer: argc */
+    /* The image may be built for a stack whose top is 0 (Python keeps one
+     * per argument list): stack_top is then added to each 8-byte word of
+     * it that these indices name, its pointers. */
+    const uint32_t *stack_relocs;
+    uint64_t stack_top;
     struct sp_child_spec *child;   /* NULL: map only */
     struct sp_exec_result result;
 };
