@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import resource
 import select
 import signal
-import itertools
 import stat
 import struct
 import sys
@@ -36,7 +36,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from . import _elf, _ledger, _loader, _mm, _native, _stack
+from . import _elf, _ledger, _loader, _native, _stack
 from ._auxv import AT, PER_EXEC, host_platform_strings, read_host_auxv
 from ._brk import install_guard, pin_break, seccomp_program
 from ._elf import ElfImage, EType
