@@ -2,6 +2,7 @@
 import os
 import re
 import shutil
+import struct
 import subprocess
 
 import pytest
@@ -90,3 +91,22 @@ def test_mutated_headers_parse_and_map_cleanly(seeds, tmp_path, which, edits, cu
     for lo, hi in mapped:
         assert any(r_lo <= lo and hi <= r_hi for r_lo, r_hi in reserved), (hex(lo), hex(hi))
     assert _file_mappings(str(path)) == set()
+
+
+def test_a_header_table_past_the_image_is_refused(seeds, tmp_path):
+    """PT_PHDR inside the image but more e_phnum entries than fit: the
+    program's loader would read the rest from whatever follows the image."""
+    data = bytearray(seeds[0])
+    phoff, phnum = struct.unpack_from("<Q", data, 32)[0], struct.unpack_from("<H", data, 56)[0]
+    table = bytes(data[phoff:phoff + 56 * phnum])
+    path = tmp_path / "ok"
+    path.write_bytes(bytes(data))
+    longer = _elf.load(str(path)).span_end // 56 + 1
+    # The file's table moves to the end with PT_NULL entries added; PT_PHDR
+    # still names the original place in memory.
+    struct.pack_into("<Q", data, 32, len(data))
+    struct.pack_into("<H", data, 56, longer)
+    path = tmp_path / "long-table"
+    path.write_bytes(bytes(data) + table + b"\0" * (56 * (longer - phnum)))
+    with pytest.raises(ExecError, match="program header table at .* is outside the loaded segments"):
+        _elf.load(str(path))
