@@ -1,6 +1,6 @@
 """Builds the native core and the sharing runtime.
 
-_native_core: one C file plus the host architecture's assembly.
+_native_core: the C files of _native/ plus the host architecture's assembly.
 _runtime/_sameprocess_rt: the sharing runtime (registry, shared heap,
 channels), loaded by the host and by CPython programs in a space; the same
 sources are also archived as _runtime/libsameprocess.a for C and C++
@@ -108,6 +108,7 @@ native = Extension(
         "src/sameprocess/_native/spawn.c",
         "src/sameprocess/_native/keeper.c",
         "src/sameprocess/_native/ledger.c",
+        "src/sameprocess/_native/exec.c",
         f"src/sameprocess/_native/arch/{ARCHES[machine]}.S",
     ],
     # The child path must not touch the host thread's TLS canary or errno.

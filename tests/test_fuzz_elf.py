@@ -17,8 +17,9 @@ section are the program's own content: once it runs, that code runs in the
 shared address space, as a corrupt library would in any process, and a wild
 write there is not something the loader can refuse.  What the loader can
 refuse, it must: PT_GNU_RELRO, PT_DYNAMIC, PT_PHDR and PT_TLS outside the
-image are rejected, because ld.so would mprotect or read the host's memory
-there (the corpus holds the mutant that crashed the host that way).
+image are rejected, and so is a program header table (e_phnum entries at
+AT_PHDR) running past it, because ld.so would mprotect or read the host's
+memory there (the corpus holds the mutants that harmed the host that way).
 
 CI: the hypothesis runs are derandomized and use no example database, and
 the fuzz host runs without address randomization (setarch -R), so every run

@@ -191,6 +191,11 @@ def _program_headers(path, fd, file_size, etype, entry, phoff, phnum, table) -> 
                  f"PT_{ptype.name} at {vaddr:#x}+{size:#x} is outside the loaded segments")
     if phdr_vaddr is None:
         phdr_vaddr = _phdr_from_loads(path, loads, phoff, phnum)
+    # The program's loader reads all e_phnum headers at AT_PHDR: a table
+    # running past the image would have it read (and act on) the host's
+    # memory as program headers.
+    _fail_if(not (start <= phdr_vaddr and phnum * PHDR.size <= end - phdr_vaddr), path,
+             f"program header table at {phdr_vaddr:#x} ({phnum} entries) is outside the loaded segments")
     return ElfImage(path=path, etype=etype, entry=entry, phoff=phoff, phnum=phnum,
                     loads=tuple(loads), interp=interp, stack_exec=stack_exec,
                     phdr_vaddr=phdr_vaddr, file_size=file_size)

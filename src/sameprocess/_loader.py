@@ -1,11 +1,14 @@
-"""Reserve, map and unmap: the host-side half of exec.
+"""Plan and reserve: the host-side half of mapping an exec.
 
 Mapping an image follows binfmt_elf: reserve the whole span (aligned to the
 largest p_align) so segments cannot land on anything else, overlay each
 PT_LOAD from the file with MAP_FIXED, zero the tail of the last file page and
-map the rest of the bss anonymous.  Every region is recorded in a Regions
-list, which is both the unwind path of a failed spawn and what is unmapped
-when the program is reaped.
+map the rest of the bss anonymous.  Here the plan is made (layout, once per
+parsed image) and the reservations taken; the overlays, the stack mapping
+and the rest run natively in one call (_native/exec.c, driven by _spawn).
+Every reservation is recorded in a Regions list, which is both the unwind
+path of a failed spawn and what is unmapped when the program is reaped:
+everything mapped natively lies inside one of them.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import errno
 import os
 from dataclasses import dataclass, field
 
-from . import _mm
+from . import _mm, _native
 from ._elf import PAGE, ElfImage, EType, page_down, page_up
 from ._errors import ExecError
 
@@ -75,6 +78,7 @@ class Layout:
     # bytes after the file data to clear in its last page; anon_len: bss
     # pages mapped anonymous.
     steps: tuple[tuple[int, int, int, int, int, int, int, int], ...]
+    native: object = None  # the steps packed for sp_exec (struct sp_load_step[])
 
 
 _layouts: dict[int, tuple[ElfImage, Layout]] = {}
@@ -93,7 +97,8 @@ def layout(image: ElfImage) -> Layout:
         anon_len = max(page_up(seg.vaddr + seg.memsz) - anon_start, 0) if has_bss else 0
         steps.append((start, (file_end - start) if seg.filesz else 0, seg.prot, page_down(seg.offset),
                       file_end, zero_len, anon_start, anon_len))
-    result = Layout(image.span_start, image.span_end - image.span_start, image.max_align, tuple(steps))
+    result = Layout(image.span_start, image.span_end - image.span_start, image.max_align, tuple(steps),
+                    _native.load_steps(steps))
     if len(_layouts) > 256:
         _layouts.clear()
     _layouts[id(image)] = (image, result)  # the image is kept, so its id is not reused
@@ -135,38 +140,27 @@ def reserve(image: ElfImage, regions: Regions, below: int = 0) -> int:
     return start - shape.span_start
 
 
-def map_segments(image: ElfImage, fd: int, bias: int) -> LoadedImage:
-    """Overlay each PT_LOAD onto the reservation made by reserve().
-
-    bias is page-aligned, so page_down(bias + x) == bias + page_down(x) and
-    the layout's offsets only need the bias added.
-    """
-    file_flags = _mm.MAP_PRIVATE | _mm.MAP_FIXED
-    for start, file_len, prot, offset, file_end, zero_len, anon_start, anon_len in layout(image).steps:
-        if file_len:
-            _mm.mmap(bias + start, file_len, prot, file_flags, fd, offset)
-        if zero_len:
-            _zero_tail(bias + file_end, zero_len, prot)
-        if anon_len:
-            _mm.mmap(bias + anon_start, anon_len, prot, file_flags | _mm.MAP_ANONYMOUS)
-    return LoadedImage(image, bias)
-
-
-def _zero_tail(file_end: int, length: int, prot: int) -> None:
-    """Zero from the end of file data to the end of its page.
-
-    The file mapping's last page holds bytes past p_filesz that must read as
-    zero; a read-only segment is made writable just for that.
-    """
-    if not prot & _mm.PROT_WRITE:
-        _mm.mprotect(page_down(file_end), PAGE, prot | _mm.PROT_WRITE)
-    _mm.zero(file_end, length)
-    if not prot & _mm.PROT_WRITE:
-        _mm.mprotect(page_down(file_end), PAGE, prot)
-
-
 def load_image(image: ElfImage, fd: int, regions: Regions, below: int = 0) -> LoadedImage:
-    return map_segments(image, fd, reserve(image, regions, below))
+    """Reserve and map one image on its own (the spawn maps its images in
+    the same native call as the stack and the clone: see native_image)."""
+    loaded = LoadedImage(image, reserve(image, regions, below))
+    plan = _native.ExecPlan([native_image(loaded, fd)])
+    if not plan.execute():
+        raise mapping_error(plan.result())
+    return loaded
+
+
+def native_image(loaded: LoadedImage, fd: int) -> tuple:
+    """What sp_exec needs to overlay `loaded` onto its reservation."""
+    shape = layout(loaded.image)
+    return (loaded.bias, shape.native, len(shape.steps), fd)
+
+
+def mapping_error(result) -> OSError:
+    """The OSError a failed native mmap/mprotect stands for (as _mm raises it)."""
+    step, err, addr, length = result[:4]
+    call = "mprotect" if step == _native.ExecStep.PROTECT else "mmap"
+    return OSError(err, f"{call}({addr:#x}, {length:#x}): {os.strerror(err)}")
 
 
 @dataclass(frozen=True)
@@ -184,20 +178,21 @@ def stack_reservation(size: int) -> int:
     return size + STACK_GUARD
 
 
-def map_stack(size: int, executable: bool, regions: Regions, base: int | None = None) -> StackArea:
-    """The main thread's stack, with an inaccessible guard below it.
+def reserve_stack(size: int, regions: Regions, base: int | None = None) -> StackArea:
+    """The main thread's stack: [low, top) over an inaccessible guard.
 
     `base` is the start of a reservation made by reserve(below=...); without
-    it the stack gets a reservation of its own.  A fixed-size mapping rather
-    than MAP_GROWSDOWN: runaway recursion faults on the guard instead of
-    growing into a neighbour's memory.
+    it the stack gets a reservation of its own.  The usable part is mapped
+    natively (fixed size, not MAP_GROWSDOWN: runaway recursion faults on
+    the guard instead of growing into a neighbour's memory).
     """
-    prot = _mm.PROT_READ | _mm.PROT_WRITE | (_mm.PROT_EXEC if executable else 0)
     total = stack_reservation(size)
     if base is None:
         base = _mm.mmap(0, total, _mm.PROT_NONE,
                         _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_NORESERVE)
         regions.add(base, base + total)
-    _mm.mmap(base + STACK_GUARD, size, prot,
-             _mm.MAP_PRIVATE | _mm.MAP_ANONYMOUS | _mm.MAP_FIXED | _mm.MAP_NORESERVE | _mm.MAP_STACK)
     return StackArea(base + STACK_GUARD, base + total)
+
+
+def stack_prot(executable: bool) -> int:
+    return _mm.PROT_READ | _mm.PROT_WRITE | (_mm.PROT_EXEC if executable else 0)

@@ -1,8 +1,10 @@
 """The host's memory primitives: mmap family via libc, safe peeks, /proc maps.
 
-This is the only module that calls mmap/munmap/mprotect.  Every call checks
-its result and raises OSError; nothing here can crash the host on a bad
-address except writing through an address the caller vouched for.
+This is the only Python module that calls mmap/munmap/mprotect (the native
+exec core, _native/exec.c, maps inside the reservations made through it).
+Every call checks its result and raises OSError; nothing here can crash the
+host on a bad address except writing through an address the caller vouched
+for.
 """
 from __future__ import annotations
 

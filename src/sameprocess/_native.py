@@ -1,8 +1,9 @@
-"""ctypes binding of the native core (_native/spawn.c + arch/<machine>.S).
+"""ctypes binding of the native core (_native/*.c + arch/<machine>.S).
 
 The core is a plain shared library built with the package; CHILD_SPEC
-mirrors struct sp_child_spec in _native/spawn.h field for field (spawn.c
-asserts its size and offsets).
+mirrors struct sp_child_spec in _native/spawn.h, EXEC_PLAN and the structs
+it points to those of _native/exec.h, field for field (the C files assert
+their sizes and offsets).
 """
 from __future__ import annotations
 
@@ -49,6 +50,32 @@ RLIMIT = struct.Struct("<I4xQQ")  # struct sp_rlimit: resource, pad, soft, hard
 _U64 = (1 << 64) - 1
 
 
+class ExecStep(enum.IntEnum):
+    """What sp_exec was doing when it failed (enum sp_exec_step)."""
+
+    OK = 0
+    MAP_FILE = 1
+    PROTECT = 2
+    MAP_ANON = 3
+    MAP_STACK = 4
+    CLONE = 5
+    WAIT_REPORT = 6
+
+
+# struct sp_exec_plan: images (pointer); n_images, flags (u32); stack_low,
+# stack_size (u64); stack_prot (i32), n_stack_relocs (u32); stack_image
+# (pointer), stack_image_len, stack_image_at (u64); stack_relocs (pointer),
+# stack_top (u64); child (pointer); then the result,
+# struct sp_exec_result: step, err (i32); addr, len (u64); pid, pidfd,
+# reported, pad (i32).  struct sp_image: bias, steps (pointer); n_steps
+# (u32), fd (i32).  struct sp_load_step: 7 u64, prot, pad (i32).
+EXEC_PLAN = struct.Struct("<QIIQQiIQQQQQQ")
+EXEC_RESULT = struct.Struct("<iiQQiiii")
+IMAGE = struct.Struct("<QQIi")
+LOAD_STEP = struct.Struct("<7Qii")
+EXEC_WAIT = 0x1
+
+
 class ChildError(ctypes.Structure):
     _fields_ = [("step", ctypes.c_int32), ("err", ctypes.c_int32)]
 
@@ -68,9 +95,9 @@ def _library_path() -> str:
 
 
 _lib = ctypes.CDLL(_library_path())
-_sp_spawn = _lib.sp_spawn
-_sp_spawn.restype = ctypes.c_long
-_sp_spawn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_sp_exec = _lib.sp_exec
+_sp_exec.restype = ctypes.c_int
+_sp_exec.argtypes = [ctypes.c_void_p]
 _sp_keeper_start = _lib.sp_keeper_start
 _sp_keeper_start.restype = ctypes.c_long
 _sp_keeper_start.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
@@ -124,13 +151,57 @@ def child_failure(spec: ctypes.Array) -> ChildError:
     return ChildError.from_buffer_copy(spec, FAILURE_AT)
 
 
-def spawn(spec: ctypes.Array) -> tuple[int, int]:
-    """clone3 into this address space; returns (pid, pidfd) or raises OSError."""
-    pidfd = ctypes.c_int32(-1)
-    pid = _sp_spawn(ctypes.addressof(spec), ctypes.addressof(pidfd))
-    if pid < 0:
-        raise OSError(-pid, f"clone3: {os.strerror(-pid)}")
-    return pid, pidfd.value
+def load_steps(steps) -> ctypes.Array:
+    """An image's PT_LOAD steps (_loader.Layout.steps) as struct
+    sp_load_step[], packed once per parsed image."""
+    buf = ctypes.create_string_buffer(LOAD_STEP.size * max(len(steps), 1))
+    for i, (start, file_len, prot, offset, file_end, zero_len, anon_start, anon_len) in enumerate(steps):
+        LOAD_STEP.pack_into(buf, LOAD_STEP.size * i, start, file_len, offset, file_end, zero_len,
+                            anon_start, anon_len, prot, 0)
+    return buf
+
+
+class ExecPlan:
+    """One struct sp_exec_plan and the image table it points to.
+
+    images: (bias, packed load steps, their count, fd) per image to map;
+    stack: (low, size, prot) of the usable stack, or None; stack_image and
+    its address; relocs: (uint32_t[] of the image's pointer words, their
+    count, the top to add to them); child: a child_spec buffer, or None to
+    map only.  The buffers passed in must outlive execute().
+    """
+
+    def __init__(self, images, stack=None, stack_image: bytes = b"", stack_image_at: int = 0,
+                 relocs=None, child: ctypes.Array | None = None, wait: bool = True) -> None:
+        self._keep = (images, stack_image, relocs, child)
+        at = EXEC_PLAN.size + EXEC_RESULT.size
+        self._buf = buf = ctypes.create_string_buffer(at + IMAGE.size * len(images))
+        base = ctypes.addressof(buf)
+        for i, (bias, steps, n_steps, fd) in enumerate(images):
+            IMAGE.pack_into(buf, at + IMAGE.size * i, bias, ctypes.addressof(steps), n_steps, fd)
+        low, size, prot = stack or (0, 0, 0)
+        words, n_words, top = relocs or (None, 0, 0)
+        EXEC_PLAN.pack_into(buf, 0, base + at if images else 0, len(images), EXEC_WAIT if wait else 0,
+                            low, size, prot, n_words, _address_of(stack_image), len(stack_image),
+                            stack_image_at, ctypes.addressof(words) if n_words else 0, top,
+                            ctypes.addressof(child) if child is not None else 0)
+
+    def execute(self) -> bool:
+        """Run the plan without the GIL: True, or False with result() saying what failed."""
+        return _sp_exec(ctypes.addressof(self._buf)) == 0
+
+    def result(self) -> tuple[int, int, int, int, int, int, int]:
+        """(step, errno, addr, len, pid, pidfd, reported): pidfd >= 0 once
+        cloned; reported 1 (entry reached), 0 (exited first), -1 (not
+        waited for: a signal for the host ended the wait)."""
+        return EXEC_RESULT.unpack_from(self._buf, EXEC_PLAN.size)[:7]
+
+
+def _address_of(data: bytes) -> int:
+    """The address of a bytes object's contents (kept alive by the caller)."""
+    if not data:
+        return 0
+    return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
 
 
 def start_keeper(keeper: int) -> tuple[int, int]:

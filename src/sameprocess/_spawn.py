@@ -6,32 +6,37 @@ The phases, in order (docs/architecture.md draws them):
   3. plan      how it starts: glibc's ld.so in "run a program" mode
                (ld.so maps the executable itself, so $ORIGIN and the
                link_map name are right) or, for static programs and other
-               interpreters, mapped here like the kernel would
-  4. map       interpreter / executable images and the stack        _loader
-  5. stack     argv, envp and auxv written as one image              _stack
-  6. clone     into the child path, which sets up fds, signals, cwd,
-               session, then jumps to the entry point                _native
-  7. confirm   the report eventfd readable means the child reached the
-               entry; its pidfd readable with a failure record means a
-               step failed: reap it, unmap, raise.
-Any failure unmaps exactly what was mapped (Regions) and leaves no process.
+               interpreters, mapped here like the kernel would; reserve
+               each image's span and the stack's                    _loader
+  4. stack     argv, envp and auxv built as one image               _stack
+     enrol     the reservations become the program's in the ledger  _ledger
+  5. execute   one native call, without the GIL: overlay the images'
+               segments, map the stack, write its image, clone into the
+               child path (fds, signals, cwd, session, then the jump to
+               the entry), wait for the child's report             _native
+  6. confirm   the report seen means the child reached the entry; its
+               pidfd readable with a failure record means a step failed:
+               reap it, unmap, raise.
+Any failure unmaps exactly what was reserved (Regions) and leaves no process.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import resource
 import select
 import signal
 import stat
+import struct
 import sys
 import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from . import _elf, _ledger, _loader, _mm, _native, _stack
+from . import _elf, _ledger, _loader, _native, _stack
 from ._auxv import AT, PER_EXEC, host_platform_strings, read_host_auxv
 from ._brk import install_guard, pin_break, seccomp_program
 from ._elf import ElfImage, EType
@@ -185,6 +190,12 @@ class Plan:
     argv: list[bytes]
     r_debug: int | None
     stack_base: int | None   # where the stack's reservation starts, None: map its own
+    images: list[tuple] = ()  # what sp_exec overlays (_loader.native_image), in order
+
+# Where sp_exec waits for the child's report.  False: it returns once the
+# child is cloned and Python waits, as after a signal for the host ends the
+# native wait (tests take that path on purpose).
+WAIT_IN_NATIVE = True
 
 
 def _stack_below(loaded: _loader.LoadedImage, below: int) -> int | None:
@@ -231,44 +242,50 @@ class ExeFile:
             self.fd = -1
 
 
-def plan_and_map(exe: ElfImage, exe_file: ExeFile, target: Target, regions: _loader.Regions,
-                 below: int) -> Plan:
-    """Phases 3 and 4: decide how the program starts and map what that needs.
+def plan_and_reserve(exe: ElfImage, exe_file: ExeFile, target: Target, regions: _loader.Regions,
+                     below: int, fds: list[int]) -> Plan:
+    """Phase 3: decide how the program starts and reserve what that maps.
 
     The stack's reservation (`below` bytes) is made together with the image
-    mapped here, so that both are one region to unmap.
+    mapped here, so that both are one region to unmap.  The descriptors of
+    the images to map are appended to `fds` (the caller closes them once
+    they are mapped).
     """
     if exe.interp is None:
         exe_fd, opened = exe_file.open()
         if opened is not exe:  # changed since it was found: plan for what was opened
-            return plan_and_map(opened, exe_file, target, regions, below)
-        image = _loader.load_image(exe, exe_fd, regions, 0 if exe.etype == EType.EXEC else below)
+            return plan_and_reserve(opened, exe_file, target, regions, below, fds)
+        image = _reserve(exe, regions, 0 if exe.etype == EType.EXEC else below)
         return Plan(image.entry, _image_auxv(image, 0, image.entry), target.argv, None,
-                    _stack_below(image, below))
+                    _stack_below(image, below), [_loader.native_image(image, exe_fd)])
     interp_fd, interp = _open_interp(exe)
-    try:
-        if _is_glibc_ldso(interp):
-            if exe.etype == EType.EXEC:
-                _loader.reserve(exe, regions)  # ld.so maps over it with MAP_FIXED
-            ldso = _loader.load_image(interp, interp_fd, regions, below)
-            # "ld.so [--argv0 NAME] PROGRAM ARGS": ld.so maps the program and
-            # rewrites AT_PHDR/PHNUM/ENTRY/EXECFN to describe it.  It takes
-            # $ORIGIN from PROGRAM, so PROGRAM is the resolved file, as the
-            # kernel's /proc/self/exe gives it to ld.so natively.
-            program = os.path.realpath(target.path).encode()
-            argv = [interp.path.encode(), b"--argv0", target.argv[0], program] + target.argv[1:]
-            return Plan(ldso.entry, _image_auxv(ldso, ldso.bias, ldso.entry), argv,
-                        ldso.bias + interp.dynamic_symbols["_r_debug"], _stack_below(ldso, below))
-        exe_fd, opened = exe_file.open()
-        if opened is not exe:
-            return plan_and_map(opened, exe_file, target, regions, below)
-        main = _loader.load_image(exe, exe_fd, regions)
-        ldso = _loader.load_image(interp, interp_fd, regions, below)
-        r_debug = interp.dynamic_symbols.get("_r_debug")
-        return Plan(ldso.entry, _image_auxv(main, ldso.bias, main.entry), target.argv,
-                    ldso.bias + r_debug if r_debug else None, _stack_below(ldso, below))
-    finally:
-        os.close(interp_fd)
+    fds.append(interp_fd)
+    if _is_glibc_ldso(interp):
+        if exe.etype == EType.EXEC:
+            _loader.reserve(exe, regions)  # ld.so maps over it with MAP_FIXED
+        ldso = _reserve(interp, regions, below)
+        # "ld.so [--argv0 NAME] PROGRAM ARGS": ld.so maps the program and
+        # rewrites AT_PHDR/PHNUM/ENTRY/EXECFN to describe it.  It takes
+        # $ORIGIN from PROGRAM, so PROGRAM is the resolved file, as the
+        # kernel's /proc/self/exe gives it to ld.so natively.
+        program = os.path.realpath(target.path).encode()
+        argv = [interp.path.encode(), b"--argv0", target.argv[0], program] + target.argv[1:]
+        return Plan(ldso.entry, _image_auxv(ldso, ldso.bias, ldso.entry), argv,
+                    ldso.bias + interp.dynamic_symbols["_r_debug"], _stack_below(ldso, below),
+                    [_loader.native_image(ldso, interp_fd)])
+    exe_fd, opened = exe_file.open()
+    if opened is not exe:
+        return plan_and_reserve(opened, exe_file, target, regions, below, fds)
+    main = _reserve(exe, regions)
+    ldso = _reserve(interp, regions, below)
+    r_debug = interp.dynamic_symbols.get("_r_debug")
+    return Plan(ldso.entry, _image_auxv(main, ldso.bias, main.entry), target.argv,
+                ldso.bias + r_debug if r_debug else None, _stack_below(ldso, below),
+                [_loader.native_image(main, exe_fd), _loader.native_image(ldso, interp_fd)])
+
+
+def _reserve(image: ElfImage, regions: _loader.Regions, below: int = 0) -> _loader.LoadedImage:
+    return _loader.LoadedImage(image, _loader.reserve(image, regions, below))
 
 
 _AT_PHDR, _AT_PHENT, _AT_PHNUM, _AT_BASE, _AT_FLAGS, _AT_ENTRY = (
@@ -280,6 +297,30 @@ _AT_UID, _AT_EUID, _AT_GID, _AT_EGID, _AT_SECURE = (
 def _image_auxv(image: _loader.LoadedImage, base: int, entry: int) -> list[tuple[int, int]]:
     return [(_AT_PHDR, image.phdr), (_AT_PHENT, _elf.PHDR.size), (_AT_PHNUM, image.image.phnum),
             (_AT_BASE, base), (_AT_FLAGS, 0), (_AT_ENTRY, entry)]
+
+
+@dataclass
+class StackImage:
+    sp: int          # where argc goes
+    data: bytes      # the image for a top of 0, this exec's auxv and random bytes in
+    relocs: tuple    # (uint32_t[] of its pointer words, their count, the top to add)
+
+
+_PLAN_AUXV = [(_AT_PHDR, 0), (_AT_PHENT, 0), (_AT_PHNUM, 0), (_AT_BASE, 0), (_AT_FLAGS, 0), (_AT_ENTRY, 0)]
+_AUXV_PAIRS = struct.Struct(f"<{2 * len(_PLAN_AUXV)}Q")
+
+
+def _stack_image(host: HostFacts, plan: Plan, envp: list[bytes], execfn: bytes,
+                 extra_auxv, top: int) -> StackImage:
+    """Phase 4: the template for this argument list, with the entries that
+    change per exec (the images' addresses, AT_RANDOM's bytes) written in;
+    sp_exec moves its pointers to `top`."""
+    auxv = host.auxv + _PLAN_AUXV + _creds_auxv() + list(extra_auxv)
+    made = _stack.template(plan.argv, envp, execfn, auxv, host.strings)
+    data = bytearray(made.data)
+    _AUXV_PAIRS.pack_into(data, made.auxv_at + 16 * len(host.auxv), *itertools.chain(*plan.auxv))
+    data[made.random_at:made.random_at + 16] = os.urandom(16)
+    return StackImage(top + made.sp, bytes(data), (made.native_relocs, len(made.relocs), top))
 
 
 def _creds_auxv() -> list[tuple[int, int]]:
@@ -304,47 +345,49 @@ def spawn(host: HostFacts, spec: SpawnSpec, extra_auxv: list[tuple[int, int]] = 
     exe = exe_file.image
     regions = _loader.Regions()
     ledger = None
+    fds: list[int] = []
     try:
         stack_limit = resource.getrlimit(resource.RLIMIT_STACK)[0]
         size = stack_size(stack_limit)
-        try:
-            _warn_setid(target.path, ignored_setid(target.stat, target.path))
-            plan = plan_and_map(exe, exe_file, target, regions, _loader.stack_reservation(size))
-        finally:
-            exe_file.close()
+        _warn_setid(target.path, ignored_setid(target.stat, target.path))
+        plan = plan_and_reserve(exe, exe_file, target, regions, _loader.stack_reservation(size), fds)
         exe = exe_file.image  # the parse the plan was made for
         check_arg_sizes(plan.argv, spec.envp, stack_limit)
-        stack = _loader.map_stack(size, exe.stack_exec, regions, plan.stack_base)
-        auxv = host.auxv + plan.auxv + _creds_auxv() + list(extra_auxv)
-        image = _stack.build(stack.top, plan.argv, spec.envp, target.execfn, auxv,
-                             host.strings, os.urandom(16))
+        stack = _loader.reserve_stack(size, regions, plan.stack_base)
+        image = _stack_image(host, plan, spec.envp, target.execfn, extra_auxv, stack.top)
         if len(image.data) + CHILD_PATH_GAP + 16384 > stack.size:
             raise OSError(errno.E2BIG, "arguments and environment do not fit the stack")
-        _mm.write(image.sp, image.data)
         loader_ranges = tuple(regions.ranges)
         if host.keeper is not None and spec.reclaim:
             ledger = host.keeper.enrol(regions.ranges, _address_limit(spec))
             regions.ranges = []  # the keeper's now: ledger.release() unmaps them
-        pid, pidfd = _clone(host, spec, target, stack, image.sp, plan.entry, ledger)
+        pid, pidfd = _execute(host, spec, target, plan, (stack, exe.stack_exec, image), ledger)
     except BaseException:
         if ledger is not None:
             ledger.release()
         regions.unmap()
         raise
+    finally:
+        exe_file.close()
+        for fd in fds:
+            os.close(fd)
     return Launch(pid, pidfd, regions, plan.r_debug, exe, target, ledger, loader_ranges)
 
 
-def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.StackArea,
-           sp: int, entry: int, ledger: _ledger.Enrolment | None) -> tuple[int, int]:
-    """Phases 6 and 7: run the child path and learn whether it reached the entry."""
+def _execute(host: HostFacts, spec: SpawnSpec, target: Target, plan: Plan, stack: tuple,
+             ledger: _ledger.Enrolment | None) -> tuple[int, int]:
+    """Phases 5 and 6: the one native call (map, stack, clone, wait), then
+    what its result means."""
+    area, executable, image = stack
     moved: list[int] = []
     report = os.eventfd(0, os.EFD_CLOEXEC)
+    run = None
     try:
         if report < 3:  # the host closed its stdio: keep the eventfd clear of 0-2
             low, report = report, fcntl.fcntl(report, fcntl.F_DUPFD_CLOEXEC, 3)
             os.close(low)
         child = _native.child_spec(
-            entry=entry, sp=sp, child_stack=(stack.low, (sp - CHILD_PATH_GAP) & ~15),
+            entry=plan.entry, sp=image.sp, child_stack=(area.low, (image.sp - CHILD_PATH_GAP) & ~15),
             stdio=tuple(_move_above_stdio(fd, i, moved) for i, fd in enumerate(spec.stdio)),
             report_fd=report, keep_fds=_keep_fds(spec, report, ledger, host), cwd=spec.cwd,
             umask=spec.umask, pgid=max(spec.process_group, 0), flags=_flags(host, spec, ledger),
@@ -352,12 +395,13 @@ def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.Stac
             default_signals=_signal_mask(spec.default_signals),
             rlimits=spec.rlimits, seccomp=host.seccomp, comm=os.path.basename(target.execfn),
             **_ledger_fields(host, ledger))
-        pid, pidfd = _native.spawn(child)
-        try:
-            reported = _wait_for_report(report, pidfd)
-        except BaseException:  # KeyboardInterrupt: the caller unmaps the child's stack next
-            _kill_and_reap(pidfd)
-            raise
+        run = _native.ExecPlan(plan.images, (area.low, area.size, _loader.stack_prot(executable)),
+                               image.data, image.sp, image.relocs, child, WAIT_IN_NATIVE)
+        pid, pidfd, reported = _run(run, report)
+    except BaseException:  # KeyboardInterrupt: the caller unmaps the child's stack next
+        if run is not None and run.result()[5] >= 0:
+            _kill_and_reap(run.result()[5])
+        raise
     finally:
         for fd in moved + [report]:
             os.close(fd)
@@ -367,6 +411,22 @@ def _clone(host: HostFacts, spec: SpawnSpec, target: Target, stack: _loader.Stac
             _raise_child_failure(failure, pidfd, spec, target)
         # else killed before it could report: reaped like any exited program
     return pid, pidfd
+
+
+def _run(run: _native.ExecPlan, report: int) -> tuple[int, int, bool]:
+    """Execute the plan; (pid, pidfd, reached the entry?) or the error it
+    stands for (a failure before the clone leaves no process)."""
+    ok = run.execute()
+    step, err, _, _, pid, pidfd, reported = run.result()
+    if not ok and step == _native.ExecStep.CLONE:
+        raise OSError(err, f"clone3: {os.strerror(err)}")
+    if not ok and pidfd < 0:
+        raise _loader.mapping_error(run.result())
+    if not ok:  # poll failed: the caller kills the child
+        raise OSError(err, f"waiting for the program to start: {os.strerror(err)}")
+    if reported < 0:  # a signal for the host ended the native wait
+        reported = _wait_for_report(report, pidfd)
+    return pid, pidfd, bool(reported)
 
 
 def _kill_and_reap(pidfd: int) -> None:
