@@ -2,6 +2,7 @@
 its program itself, a wait that gives up leaves it to the reaper thread, and
 a spawn interrupted after its clone leaves no process behind."""
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -127,3 +128,50 @@ def test_an_exception_while_the_child_starts_leaves_no_process(space, build, mon
     assert set(children_of(os.getpid())) == before and space.programs() == []
     monkeypatch.undo()
     assert space.run([hello], stdout=subprocess.DEVNULL).returncode == 0
+
+
+def test_a_claim_while_a_program_is_handed_back_leaves_the_reaper_consistent(space, build, monkeypatch):
+    """A program handed back to the reaper (a poll() that found it running)
+    while another thread claims it: afterwards its pidfd is in the reaper's
+    epoll set exactly when the reaper watches it.  The claim is started in
+    the middle of the hand-back, and whether it runs then or waits for the
+    hand-back to finish, the two must agree."""
+    p = space.Popen([build("sleeper.c")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    reaper, pidfd = space._reaper, p.pidfd
+    on_exit = reaper.claim(pidfd)
+    assert on_exit is not None
+    claimer = threading.Thread(target=reaper.claim, args=(pidfd,))
+
+    class Epoll:
+        def __init__(self, real):
+            self.real = real
+
+        def register(self, fd, events):
+            claimer.start()
+            claimer.join(timeout=0.5)  # it ran meanwhile, or it waits for the hand-back
+            self.real.register(fd, events)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    monkeypatch.setattr(reaper, "_epoll", Epoll(reaper._epoll))
+    reaper.watch(pidfd, on_exit)
+    claimer.join(timeout=60)
+    monkeypatch.undo()
+    watched = pidfd in reaper._watched
+    try:
+        reaper._epoll.modify(pidfd, select.EPOLLIN)
+        registered = True
+    except FileNotFoundError:
+        registered = False
+    # Put things right before asserting, so that a failure cannot hang the
+    # space's teardown on a pidfd the reaper would spin on.
+    if registered and not watched:
+        reaper._epoll.unregister(pidfd)
+    if not watched:  # the claimer took it: hand it back so that the space can reap it
+        reaper.watch(pidfd, on_exit)
+    p.stdin.close()
+    assert p.wait(timeout=60) == 0
+    p.stdout.close()
+    assert watched == registered

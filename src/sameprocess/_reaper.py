@@ -45,10 +45,14 @@ class Reaper:
         self._thread.start()
 
     def watch(self, pidfd: int, on_exit: Callable[[int], None]) -> None:
-        """Call on_exit(returncode) from the reaper thread once the program is reaped."""
+        """Call on_exit(returncode) from the reaper thread once the program is reaped.
+
+        Watched and in the epoll set change together, under the lock: a
+        claim() between the two would take the program and leave its pidfd
+        in the set, and the thread would then spin on it, never reaping."""
         with self._lock:
             self._watched[pidfd] = on_exit
-        self._epoll.register(pidfd, select.EPOLLIN)
+            self._epoll.register(pidfd, select.EPOLLIN)
 
     def claim(self, pidfd: int) -> Callable[[int], None] | None:
         """Take a watched program away from the thread: the caller now waits
