@@ -96,44 +96,21 @@ def baseline_footprint(srv) -> Footprint:
     whose space keeps a ledger opens nothing lazily; one without (the
     fallback) opens /proc/self/mem at its first reclaim (holds_mem_fd)."""
     current = answered_footprint(srv)
-    assert holds_mem_fd(srv.pid) or holds_keeper_socket(srv.pid), \
+    assert holds_mem_fd(srv.pid) or has_keeper_task(srv.pid), \
         "the warm-up runs did not reclaim a program"
     return current
 
 
-def holds_keeper_socket(pid: int) -> bool:
+def has_keeper_task(pid: int) -> bool:
     """Whether `pid` hosts a space with a ledger: its keeper task is a child."""
-    return any(_comm(child) == "sp-keeper" for child in _children(pid))
+    return any(comm == KEEPER_COMM for _, comm, _ in _children(pid))
 
 
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+KEEPER_COMM = b"sp-keeper"
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(b")") + 2:].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def children_of(pid: int) -> dict[int, str]:
-    """Every process whose parent is `pid`: {pid: state} (Z for a zombie).
-
-    The space's keeper task (comm "sp-keeper"), a child of every host with
-    a ledger, is not a program and is left out."""
-    found = {}
+def _children(pid: int):
+    """(pid, comm, state) of every process whose parent is `pid`."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -143,9 +120,16 @@ def children_of(pid: int) -> dict[int, str]:
         except OSError:
             continue          # exited while we looked
         fields = stat[stat.rindex(b")") + 2:].split()
-        if int(fields[1]) == pid and stat[stat.index(b"(") + 1:stat.rindex(b")")] != b"sp-keeper":
-            found[int(entry)] = fields[0].decode()
-    return found
+        if int(fields[1]) == pid:
+            yield int(entry), stat[stat.index(b"(") + 1:stat.rindex(b")")], fields[0].decode()
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Every process whose parent is `pid`: {pid: state} (Z for a zombie).
+
+    The space's keeper task (comm "sp-keeper"), a child of every host with
+    a ledger, is not a program and is left out."""
+    return {child: state for child, comm, state in _children(pid) if comm != KEEPER_COMM}
 
 
 def signal_mask(pid: int, name: str) -> set[int]:

@@ -117,8 +117,8 @@ class ServerProc:
     def reclaims_memory(self) -> bool:
         """Whether this server's space keeps a ledger: its keeper task
         (comm "sp-keeper") is then one of its children."""
-        from _reliability_helpers import holds_keeper_socket
-        return holds_keeper_socket(self.pid)
+        from _reliability_helpers import has_keeper_task
+        return has_keeper_task(self.pid)
 
     def cli(self, verb: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
