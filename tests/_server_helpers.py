@@ -108,8 +108,46 @@ class ServerProc:
         except FileNotFoundError:
             return ""
 
-    def fds(self) -> set[str]:
-        return set(os.listdir(f"/proc/{self.pid}/fd"))
+    def fds(self) -> dict[int, str]:
+        """The server's descriptors, each with what it refers to."""
+        found = {}
+        for name in os.listdir(f"/proc/{self.pid}/fd"):
+            try:
+                found[int(name)] = os.readlink(f"/proc/{self.pid}/fd/{name}")
+            except FileNotFoundError:   # closed since the listing
+                pass
+        return found
+
+    def baseline_fds(self) -> dict[int, str]:
+        """The server's descriptors less its clients' connections.  The server
+        closes a connection just after its last send, so a client may have its
+        answer (and a test its turn) a moment before the close: a baseline
+        taken then must not count it.  settle_fds() waits for those to close."""
+        connections = {f"socket:[{inode}]" for inode in self._connection_inodes()}
+        return {fd: link for fd, link in self.fds().items() if link not in connections}
+
+    def _connection_inodes(self) -> set[int]:
+        """Accepted sockets carry the listener's path (flags 0: not listening)."""
+        inodes = set()
+        with open("/proc/net/unix") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                if len(fields) == 8 and fields[7] == self.path and fields[3] != "00010000":
+                    inodes.add(int(fields[6]))
+        return inodes
+
+    def settle_fds(self, baseline: dict[int, str]) -> None:
+        """Wait until the server holds exactly the baseline's descriptors; if it
+        never does, name the ones that differ."""
+        try:
+            wait_until(lambda: self.fds() == baseline, what="the server's descriptors to settle")
+        except AssertionError:
+            now = self.fds()
+            extra = {fd: link for fd, link in now.items() if baseline.get(fd) != link}
+            missing = {fd: link for fd, link in baseline.items() if now.get(fd) != link}
+            raise AssertionError(f"the server's descriptors did not settle: it holds {extra} "
+                                 f"beyond its baseline and lacks {missing}") from None
 
     def alive(self) -> bool:
         return self.proc.poll() is None

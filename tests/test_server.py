@@ -262,7 +262,7 @@ def test_many_concurrent_launchers(server, build):
 def test_server_keeps_no_descriptors_after_launchers_finish(server, build):
     hello = build("hello.c")
     server.run(hello)
-    before = server.fds()
+    before = server.baseline_fds()
     for _ in range(5):
         assert server.run(hello).returncode == 0
     launcher = server.launch(build("sleeper.c"))
@@ -270,7 +270,7 @@ def test_server_keeps_no_descriptors_after_launchers_finish(server, build):
     launcher.kill()
     launcher.wait()
     wait_until(lambda: server.ps() == [], what="the hung-up program to exit")
-    wait_until(lambda: server.fds() == before, what="the server's descriptors to settle")
+    server.settle_fds(before)
 
 
 # -- losing a side -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from sameprocess._server.framing import send_frame
 def srv(tmp_path_factory):
     server = ServerProc(private_dir(tmp_path_factory.mktemp("garbage")), "--request-timeout", "0.5")
     assert server.run("true").returncode == 0     # the space has made its one-time setup
-    server.baseline = server.fds()
+    server.baseline = server.baseline_fds()
     yield server
     server.stop()
 
@@ -50,7 +50,7 @@ def assert_healthy(srv, dropped_before: int) -> None:
     result = srv.run("/bin/echo", "still serving")
     assert (result.returncode, result.stdout) == (0, "still serving\n")
     assert srv.ps() == []
-    wait_until(lambda: srv.fds() == srv.baseline, what="the server's descriptors to settle")
+    srv.settle_fds(srv.baseline)
 
 
 def with_fds(n: int):
@@ -176,5 +176,5 @@ def test_fuzzed_frames_against_a_live_server(srv, data):
 
 
 def test_after_the_fuzzing_nothing_leaked(srv):
-    wait_until(lambda: srv.fds() == srv.baseline, what="the server's descriptors to settle")
+    srv.settle_fds(srv.baseline)
     assert srv.alive()
