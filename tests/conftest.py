@@ -13,10 +13,21 @@ even while the core does not import.
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 import _build
+
+# The suite asserts that programs see the signal dispositions their launcher
+# had, and expects those to be a terminal's.  A background job of a
+# non-interactive shell (`scripts/test.sh &`) starts with SIGINT and SIGQUIT
+# ignored: give them back their usual handling so that the run does not
+# depend on how it was started.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 class PytestBuilder(_build.Builder):
