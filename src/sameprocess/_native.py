@@ -34,7 +34,7 @@ class Step(enum.IntEnum):
     NO_NEW_PRIVS = 10
     SECCOMP = 11
     SIGMASK = 12
-    AFFINITY = 13
+    AFFINITY = 13   # no longer reported: the CPU step comes after the report
     LEDGER = 14
 
 

@@ -250,7 +250,10 @@ def _environment_block(env) -> list[bytes]:
     if env is None:  # os.environ's own bytes, already valid (os.environ._data)
         return list(map(b"=".join, os.environ._data.items()))
     block = []
-    for key, value in ((os.fsencode(k), os.fsencode(v)) for k, v in env.items()):
+    for key, value in env.items():
+        # fsencode costs a call per string; a server's environments are bytes already
+        key = key if type(key) is bytes else os.fsencode(key)
+        value = value if type(value) is bytes else os.fsencode(value)
         if b"=" in key or not key:
             raise ValueError(f"illegal environment variable name {key!r}")
         if b"\0" in key or b"\0" in value:

@@ -139,23 +139,44 @@ static void child_process_state(const struct sp_child_spec *spec)
  * child on its parent's CPU.  There the host, woken by the report, would
  * wait behind the whole program instead of running beside it.  So a child
  * that finds itself on the host's CPU steps off it by narrowing its
- * affinity for a moment, then puts back exactly the mask it had. */
-static void child_leave_host_cpu(const struct sp_child_spec *spec)
+ * affinity for a moment, then puts back exactly the mask it had.
+ *
+ * The step comes after the report, in two halves: the mask is read before
+ * (when a failure can still be reported), the move made after.  Moving
+ * first made the host wait for the move, that is for a turn on the other
+ * CPU, which is long when that CPU is busy (a server launching in
+ * parallel); moved after, only the program waits for it, as it would
+ * after an exec. */
+struct cpu_step {
+    long size;                 /* 0: stay where it is */
+    uint64_t mask[16];         /* 1024 CPUs: the mask to put back */
+    uint64_t others[16];       /* the same without the host's CPU */
+};
+
+static void plan_leave_host_cpu(const struct sp_child_spec *spec, struct cpu_step *step)
 {
-    enum { WORDS = 16 };  /* 1024 CPUs */
     uint32_t cpu = 0;
-    uint64_t mask[WORDS], others[WORDS];
+    step->size = 0;
     if (SYSCALL(SYS_getcpu, &cpu, 0, 0, 0, 0, 0) < 0 || (int32_t)cpu != spec->host_cpu)
         return;
-    long size = SYSCALL(SYS_sched_getaffinity, 0, sizeof mask, mask, 0, 0, 0);
+    long size = SYSCALL(SYS_sched_getaffinity, 0, sizeof step->mask, step->mask, 0, 0, 0);
     if (size <= 0 || cpu >= (uint64_t)size * 8)
         return;
     uint64_t any = 0;
     for (long i = 0; i < size / 8; i++)
-        any |= others[i] = mask[i] & ~(i == cpu / 64 ? 1ULL << (cpu % 64) : 0);
-    if (!any || SYSCALL(SYS_sched_setaffinity, 0, size, others, 0, 0, 0) < 0)
-        return;  /* no other CPU it may use: stay */
-    CHILD_CALL(spec, SP_STEP_AFFINITY, SYSCALL(SYS_sched_setaffinity, 0, size, mask, 0, 0, 0));
+        any |= step->others[i] = step->mask[i] & ~(i == cpu / 64 ? 1ULL << (cpu % 64) : 0);
+    if (any)   /* else no other CPU it may use: stay */
+        step->size = size;
+}
+
+/* After the report: nothing is left to tell a failure to.  Putting back a
+ * mask the kernel has just returned fails only if those CPUs went away
+ * meanwhile, and the program then runs on the ones left, as a program
+ * whose CPUs were taken from it would. */
+static void leave_host_cpu(const struct cpu_step *step)
+{
+    if (step->size && SYSCALL(SYS_sched_setaffinity, 0, step->size, step->others, 0, 0, 0) == 0)
+        SYSCALL(SYS_sched_setaffinity, 0, step->size, step->mask, 0, 0, 0);
 }
 
 /* Hand the program to the keeper: a filter whose listener the keeper
@@ -195,8 +216,9 @@ static void child_join_ledger(const struct sp_child_spec *spec)
 __attribute__((noreturn)) static void child_main(void *arg)
 {
     const struct sp_child_spec *spec = arg;
+    struct cpu_step cpu_step;
 
-    child_leave_host_cpu(spec);
+    plan_leave_host_cpu(spec, &cpu_step);
     child_signals(spec);
     child_process_state(spec);
     child_fds(spec);
@@ -217,6 +239,7 @@ __attribute__((noreturn)) static void child_main(void *arg)
     int32_t report_fd = spec->report_fd;
     SYSCALL(SYS_write, report_fd, &one, sizeof one, 0, 0, 0);
     SYSCALL(SYS_close, report_fd, 0, 0, 0, 0, 0);
+    leave_host_cpu(&cpu_step);
     sp_enter(entry, initial_sp);
 }
 

@@ -31,7 +31,7 @@ enum sp_step {
     SP_STEP_NO_NEW_PRIVS,
     SP_STEP_SECCOMP,
     SP_STEP_SIGMASK,
-    SP_STEP_AFFINITY,
+    SP_STEP_AFFINITY,   /* unused since the CPU step follows the report; kept for the numbering */
     SP_STEP_LEDGER,
 };
 

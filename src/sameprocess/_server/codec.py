@@ -87,6 +87,10 @@ class Decoder:
     def f64(self) -> float:
         return _F64.unpack(self._take(8))[0]
 
+    def fields(self, layout: struct.Struct) -> tuple:
+        """Several fixed-size fields at once (layout in network order)."""
+        return layout.unpack(self._take(layout.size))
+
     def count(self, limit: int, name: str, item_min: int) -> int:
         """A list length, bounded by `limit` and by the bytes that are left."""
         n = self.u32()

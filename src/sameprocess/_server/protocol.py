@@ -148,6 +148,9 @@ def check_exec_sizes(argv: list[bytes], env: list[bytes], stack_soft: int) -> No
 _SPAWN_LIMIT = STK_LIM // 4 * 3 + PATH_MAX + 1024
 
 
+_RLIMIT = struct.Struct("!BQQ")   # one of SPAWN's rlimits: resource, soft, hard
+
+
 class Spawn(Message):
     """Run argv in the space with the launcher's context; fds: stdin, stdout, stderr."""
 
@@ -184,8 +187,8 @@ class Spawn(Message):
         umask = dec.u16()
         mask = dec.u64()
         rlimits: dict[int, tuple[int, int]] = {}
-        for _ in range(dec.count(RLIM_NLIMITS, "rlimits", 17)):
-            res, soft, hard = dec.u8(), dec.u64(), dec.u64()
+        for _ in range(dec.count(RLIM_NLIMITS, "rlimits", _RLIMIT.size)):
+            res, soft, hard = dec.fields(_RLIMIT)
             if res >= RLIM_NLIMITS:
                 raise ProtocolError(f"{w}: unknown resource limit {res}")
             if res in rlimits:

@@ -355,7 +355,8 @@ class Server:
         program = _Program(popen, conn.pid, conn)
         self._programs[popen.pid] = program
         conn.program, conn.state = program, "running"
-        log.debug("spawned pid %d for launcher %d: %s", popen.pid, conn.pid, _shown(req.argv))
+        if log.isEnabledFor(logging.DEBUG):   # escaping a command line costs more than a spawn's decoding
+            log.debug("spawned pid %d for launcher %d: %s", popen.pid, conn.pid, _shown(req.argv))
         for caught_warning in caught:
             self._pass_on_warning(conn, popen.pid, caught_warning)
         pidfd = _pidfd_of(popen)
