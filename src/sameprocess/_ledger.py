@@ -133,22 +133,25 @@ class _Bpf:
         return b"".join(out)
 
 
+def _jump_if_at_least(bpf: _Bpf, value: int, at_least: str, below: str) -> None:
+    """Jump to `at_least` if ip >= value, else to `below` (a 64-bit compare
+    in 32-bit halves: 5 instructions, the high half's k at +1 and +2, the
+    low half's at +4)."""
+    bpf.load(_IP_HI)
+    bpf.jump(_JGT_K, value >> 32, at_least, 0)
+    bpf.jump(_JEQ_K, value >> 32, 0, below)
+    bpf.load(_IP_LO)
+    bpf.jump(_JGE_K, value & 0xFFFFFFFF, at_least, below)
+
+
 def _jump_if_inside(bpf: _Bpf, lo: int, hi: int, inside: str, name: str) -> list[tuple[int, str]]:
-    """Jump to `inside` if lo <= ip < hi (64-bit compares in 32-bit halves).
+    """Jump to `inside` if lo <= ip < hi.
     Returns where each half of lo and hi went: (instruction, "lo_hi"...)."""
     above, outside = f"{name}.above", f"{name}.out"
     start = len(bpf.code)
-    bpf.load(_IP_HI)
-    bpf.jump(_JGT_K, lo >> 32, above, 0)
-    bpf.jump(_JEQ_K, lo >> 32, 0, outside)
-    bpf.load(_IP_LO)
-    bpf.jump(_JGE_K, lo & 0xFFFFFFFF, above, outside)
+    _jump_if_at_least(bpf, lo, above, outside)
     bpf.label(above)
-    bpf.load(_IP_HI)
-    bpf.jump(_JGT_K, hi >> 32, outside, 0)
-    bpf.jump(_JEQ_K, hi >> 32, 0, inside)
-    bpf.load(_IP_LO)
-    bpf.jump(_JGE_K, hi & 0xFFFFFFFF, outside, inside)
+    _jump_if_at_least(bpf, hi, outside, inside)
     bpf.label(outside)
     return [(start + i, half) for i, half in ((1, "lo_hi"), (2, "lo_hi"), (4, "lo_lo"),
                                              (6, "hi_hi"), (7, "hi_hi"), (9, "hi_lo"))]
