@@ -272,24 +272,29 @@ class Stop(Message):
         return cls(grace)
 
 
-class Started(Message):
+class _OnePid(Message):
+    """The payload of STARTED and DEBUG: one program's pid, never 0.
+    Subclasses declare `pid: int` themselves (Record's fields are a class's own)."""
+
+    def encode_payload(self, enc: Encoder) -> None:
+        enc.u32(self.pid)
+
+    @classmethod
+    def decode_payload(cls, dec: Decoder) -> "_OnePid":
+        pid = dec.u32()
+        dec.end()
+        if pid == 0:
+            raise ProtocolError(f"{cls.TYPE.name}: pid 0")
+        return cls(pid)
+
+
+class Started(_OnePid):
     """The program runs; fd: a pidfd for it (the launcher's to keep)."""
 
     TYPE = MsgType.STARTED
     FDS = 1
 
     pid: int
-
-    def encode_payload(self, enc: Encoder) -> None:
-        enc.u32(self.pid)
-
-    @classmethod
-    def decode_payload(cls, dec: Decoder) -> "Started":
-        pid = dec.u32()
-        dec.end()
-        if pid == 0:
-            raise ProtocolError("STARTED: pid 0")
-        return cls(pid)
 
 
 class Exited(Message):
@@ -403,23 +408,12 @@ class Programs(Message):
         return cls(programs, bool(truncated))
 
 
-class Debug(Message):
+class Debug(_OnePid):
     """Ask what a debugger needs to find program `pid`'s code (sameprocess gdb)."""
 
     TYPE = MsgType.DEBUG
 
     pid: int
-
-    def encode_payload(self, enc: Encoder) -> None:
-        enc.u32(self.pid)
-
-    @classmethod
-    def decode_payload(cls, dec: Decoder) -> "Debug":
-        pid = dec.u32()
-        dec.end()
-        if pid == 0:
-            raise ProtocolError("DEBUG: pid 0")
-        return cls(pid)
 
 
 class DebugInfo(Message):
