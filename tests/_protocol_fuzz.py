@@ -258,7 +258,8 @@ def read_replies(conn: socket.socket, until_exit: bool = False) -> list[P.Messag
 ANON_RW_DRIFT = 2
 
 
-def _links(pid: int) -> dict[str, str]:
+def descriptor_links(pid: int) -> dict[str, str]:
+    """A process's descriptors, each with what it refers to (readlink)."""
     out = {}
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
@@ -271,7 +272,7 @@ def _links(pid: int) -> dict[str, str]:
 def sockets(pid: int) -> set[str]:
     """The server's descriptors that are sockets or pidfds, before any
     connection: its listener, and its space's keeper (socket and pidfd)."""
-    return {fd for fd, target in _links(pid).items()
+    return {fd for fd, target in descriptor_links(pid).items()
             if target.startswith("socket:") or target == "anon_inode:[pidfd]"}
 
 

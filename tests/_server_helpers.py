@@ -108,17 +108,12 @@ class ServerProc:
         except FileNotFoundError:
             return ""
 
-    def fds(self) -> dict[int, str]:
+    def fds(self) -> dict[str, str]:
         """The server's descriptors, each with what it refers to."""
-        found = {}
-        for name in os.listdir(f"/proc/{self.pid}/fd"):
-            try:
-                found[int(name)] = os.readlink(f"/proc/{self.pid}/fd/{name}")
-            except FileNotFoundError:   # closed since the listing
-                pass
-        return found
+        from _protocol_fuzz import descriptor_links
+        return descriptor_links(self.pid)
 
-    def baseline_fds(self) -> dict[int, str]:
+    def baseline_fds(self) -> dict[str, str]:
         """The server's descriptors less its clients' connections.  The server
         closes a connection just after its last send, so a client may have its
         answer (and a test its turn) a moment before the close: a baseline
@@ -137,7 +132,7 @@ class ServerProc:
                     inodes.add(int(fields[6]))
         return inodes
 
-    def settle_fds(self, baseline: dict[int, str]) -> None:
+    def settle_fds(self, baseline: dict[str, str]) -> None:
         """Wait until the server holds exactly the baseline's descriptors; if it
         never does, name the ones that differ."""
         try:
