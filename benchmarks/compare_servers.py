@@ -20,47 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-from _build import Builder  # noqa: E402
-
-LAUNCHER = str(Path(sys.executable).parent / "sameprocess")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_server(tree: str, directory: str) -> tuple[subprocess.Popen, str]:
-    sock = os.path.join(directory, "s.sock")
-    r, w = os.pipe()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "sameprocess", "serve", "--socket", sock, "--ready-fd", str(w),
-         "--log-file", os.path.join(directory, "server.log")],
-        pass_fds=(w,), env=dict(os.environ, PYTHONPATH=tree), stdin=subprocess.DEVNULL)
-    os.close(w)
-    with os.fdopen(r, "rb") as ready:
-        if not ready.read().startswith(b"ready"):
-            raise SystemExit(f"the server of {tree} did not start")
-    return server, sock
-
-
-def spawn_wait(argv: list[str]) -> float:
-    start = time.perf_counter()
-    pid = os.posix_spawn(argv[0], argv, os.environ,
-                         file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
-    os.waitpid(pid, 0)
-    return time.perf_counter() - start
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_launcher import _build, cpu_seconds, native_launcher, spawn_wait, start_server  # noqa: E402
 
 
 def sequential(servers, blocks: int, size: int) -> None:
@@ -69,7 +35,7 @@ def sequential(servers, blocks: int, size: int) -> None:
     for _ in range(blocks):
         for tree, server, argv in servers:
             before = cpu_seconds(server.pid)
-            walls[tree] += [spawn_wait(argv) for _ in range(size)]
+            walls[tree] += [spawn_wait(argv, os.environ)[0] for _ in range(size)]
             cpu[tree] += cpu_seconds(server.pid) - before
     print(f"sequential, {blocks} alternating blocks of {size}:")
     for tree, _, _ in servers:
@@ -85,7 +51,7 @@ def parallel(servers, native: list[str], blocks: int, size: int, workers: int) -
         for _ in range(blocks):
             for name, argv in kinds:
                 start = time.perf_counter()
-                list(pool.map(spawn_wait, [argv] * size))
+                list(pool.map(spawn_wait, [argv] * size, [os.environ] * size))
                 rates[name].append(size / (time.perf_counter() - start))
     print(f"{workers} launchers in parallel, {blocks} alternating blocks of {size}:")
     for name, _ in kinds:
@@ -101,17 +67,22 @@ def main() -> None:
     parser.add_argument("--parallel-size", type=int, default=200)
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()
-    hello = Builder(os.environ.get("SAMEPROCESS_TEST_CACHE") or tempfile.mkdtemp())("hello.c")
+    hello = _build.Builder(os.environ.get("SAMEPROCESS_TEST_CACHE") or tempfile.mkdtemp())("hello.c")
+    launcher = native_launcher()
+    if launcher is None:
+        raise SystemExit("no native launcher installed beside this package: pip install -e .")
     servers = []
     with tempfile.TemporaryDirectory() as directory:
         try:
             for i, tree in enumerate(args.trees):
-                os.mkdir(os.path.join(directory, str(i)), 0o700)
-                server, sock = start_server(os.path.abspath(tree), os.path.join(directory, str(i)))
-                servers.append((tree, server, [LAUNCHER, "run", "--socket", sock, "--", hello]))
+                own = os.path.join(directory, str(i))
+                os.mkdir(own, 0o700)
+                env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+                server, sock = start_server(own, env, None)
+                servers.append((tree, server, [launcher, "run", "--socket", sock, "--", hello]))
             for _, _, argv in servers:      # warm: the first spawn sets up the space
                 for _ in range(20):
-                    spawn_wait(argv)
+                    spawn_wait(argv, os.environ)
             sequential(servers, args.blocks, args.block_size)
             parallel(servers, [hello], args.parallel_blocks, args.parallel_size, args.workers)
         finally:
