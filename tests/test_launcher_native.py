@@ -51,6 +51,20 @@ def test_run_starts_no_python(native, server, build):
         launcher.stdout.close()
 
 
+def test_environment_strings_are_passed_as_given(native, server, build):
+    """Natively a program gets the very strings its parent passed to execve,
+    in order and duplicates included: so must a program of `sameprocess run`
+    get its launcher's."""
+    wrapper = build("exec_env.c")
+    natively = subprocess.run([wrapper, "/usr/bin/env"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert natively.stdout.splitlines() == ["DUP=first", "PATH=/usr/bin:/bin", "DUP=second"]
+    # "env" by name: the path search takes the first PATH, as execvp's getenv would.
+    for program in ("/usr/bin/env", "env"):
+        spaced = subprocess.run([wrapper, native, "run", "--socket", server.path, "--", program],
+                                capture_output=True, text=True, timeout=TIMEOUT)
+        assert (spaced.returncode, spaced.stdout, spaced.stderr) == (0, natively.stdout, "")
+
+
 def test_other_verbs_are_the_python_packages(native, server):
     ours = subprocess.run([native, "ps", "--socket", server.path], capture_output=True, text=True,
                           env=clean_env(), timeout=TIMEOUT)

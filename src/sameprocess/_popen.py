@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from typing import Callable
 
 from ._spawn import PYTHON_IGNORED, SpawnSpec
@@ -246,9 +247,41 @@ class ProgramExit:
             callback(program)
 
 
+class EnvironmentStrings(Mapping):
+    """An environment received as its NAME=VALUE strings (a launcher's),
+    already checked (a name before the first "=", no NUL).  The program
+    gets exactly these strings, duplicates included, as execve passes them;
+    a lookup (PATH, for the program's path search) takes the first one, as
+    getenv does.  Passing the strings on as they came spares a split into a
+    dict and a join back per spawn."""
+
+    def __init__(self, strings: list[bytes]) -> None:
+        self.strings = strings
+        self._names: dict[bytes, bytes] | None = None
+
+    def _lookup(self) -> dict[bytes, bytes]:
+        if self._names is None:
+            self._names = {}
+            for entry in self.strings:
+                name, _, value = entry.partition(b"=")
+                self._names.setdefault(name, value)
+        return self._names
+
+    def __getitem__(self, name):
+        return self._lookup()[name]
+
+    def __iter__(self):
+        return iter(self._lookup())
+
+    def __len__(self) -> int:
+        return len(self._lookup())
+
+
 def _environment_block(env) -> list[bytes]:
     if env is None:  # os.environ's own bytes, already valid (os.environ._data)
         return list(map(b"=".join, os.environ._data.items()))
+    if type(env) is EnvironmentStrings:
+        return list(env.strings)
     block = []
     for key, value in env.items():
         # fsencode costs a call per string; a server's environments are bytes already

@@ -35,6 +35,7 @@ from typing import Callable
 from .._errors import SetuidIgnoredWarning
 from .framing import FrameReader, FrameWriter, PeerClosed, close_fds
 from .._mm import resident
+from .._popen import EnvironmentStrings
 from .protocol import (
     MAX_PS_ARGS, RLIM_INFINITY, REQUESTS, Debug, DebugInfo, Error, Exited, Kill, Killed, LauncherWarning,
     ListPrograms, Message, ProgramInfo, Programs, ProtocolError, Spawn, Started, Stop, Stopped,
@@ -335,7 +336,7 @@ class Server:
                 warnings.simplefilter("always", SetuidIgnoredWarning)
                 popen = self.space.Popen(
                     req.argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], cwd=req.cwd,
-                    env=_env_dict(req.env), start_new_session=True, umask=req.umask,
+                    env=EnvironmentStrings(req.env), start_new_session=True, umask=req.umask,
                     ignored_signals=req.ignored, rlimits=rlimits)
         except OSError as e:
             filename = e.filename if e.filename is not None else req.argv[0]
@@ -528,14 +529,6 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 def _all_rlimits() -> list[int]:
     return [getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")]
-
-
-def _env_dict(env: list[bytes]) -> dict[bytes, bytes]:
-    result = {}
-    for entry in env:
-        key, _, value = entry.partition(b"=")
-        result.setdefault(key, value)   # the first one wins, as for getenv()
-    return result
 
 
 def _pidfd_of(popen) -> int | None:
