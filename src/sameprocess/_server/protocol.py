@@ -132,11 +132,12 @@ def arg_limit(stack_soft: int) -> int:
 
 def check_exec_sizes(argv: list[bytes], env: list[bytes], stack_soft: int) -> None:
     """Raise OSError(E2BIG) for what the kernel's execve would refuse as too big."""
-    for s in (*argv, *env):
-        if len(s) + 1 > MAX_ARG_STRLEN:
-            raise OSError(errno.E2BIG, f"{os.strerror(errno.E2BIG)} "
-                          f"(one argument or environment string is {len(s)} bytes)")
-    total = sum(len(s) + 1 + 8 for s in (*argv, *env))
+    lengths = [*map(len, argv), *map(len, env)]   # every request's check: no loop in Python
+    if max(lengths, default=0) + 1 > MAX_ARG_STRLEN:
+        first = next(n for n in lengths if n + 1 > MAX_ARG_STRLEN)
+        raise OSError(errno.E2BIG, f"{os.strerror(errno.E2BIG)} "
+                      f"(one argument or environment string is {first} bytes)")
+    total = sum(lengths) + (1 + 8) * len(lengths)
     if total > arg_limit(stack_soft):
         raise OSError(errno.E2BIG, f"{os.strerror(errno.E2BIG)} "
                       f"({total} bytes of arguments and environment)")
@@ -149,6 +150,7 @@ _SPAWN_LIMIT = STK_LIM // 4 * 3 + PATH_MAX + 1024
 
 
 _RLIMIT = struct.Struct("!BQQ")   # one of SPAWN's rlimits: resource, soft, hard
+_RLIMITS = [struct.Struct("!" + "BQQ" * n) for n in range(RLIM_NLIMITS + 1)]   # n of them
 
 
 class Spawn(Message):
@@ -187,8 +189,10 @@ class Spawn(Message):
         umask = dec.u16()
         mask = dec.u64()
         rlimits: dict[int, tuple[int, int]] = {}
-        for _ in range(dec.count(RLIM_NLIMITS, "rlimits", _RLIMIT.size)):
-            res, soft, hard = dec.fields(_RLIMIT)
+        count = dec.count(RLIM_NLIMITS, "rlimits", _RLIMIT.size)
+        fields = dec.fields(_RLIMITS[count])    # all of them in one unpack
+        for i in range(0, 3 * count, 3):
+            res, soft, hard = fields[i:i + 3]
             if res >= RLIM_NLIMITS:
                 raise ProtocolError(f"{w}: unknown resource limit {res}")
             if res in rlimits:
@@ -201,10 +205,15 @@ class Spawn(Message):
             raise ProtocolError(f"{w}: argv is empty")
         if not argv[0]:
             raise ProtocolError(f"{w}: the program name is empty")
-        for a in argv:
-            _strict_string(a, w, "an argument")
+        # One scan of all the strings for a NUL (a request carries a whole
+        # environment); the loops that name the culprit run only on a hit.
+        if b"\0" in b"".join(argv):
+            for a in argv:
+                _strict_string(a, w, "an argument")
+        if b"\0" in b"".join(env):
+            for e in env:
+                _strict_string(e, w, "an environment string")
         for e in env:
-            _strict_string(e, w, "an environment string")
             if e.find(b"=") < 1:
                 raise ProtocolError(f"{w}: environment string {e[:40]!r} is not NAME=VALUE")
         _strict_string(cwd, w, "cwd")
