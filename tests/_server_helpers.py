@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 
 SP = [sys.executable, "-m", "sameprocess"]
+# `python -c FALLBACK run ...`: the Python launcher, as where no native one is installed.
+FALLBACK = ("import sys; import sameprocess._cli.run as run; run.native_launcher = lambda: None; "
+            "from sameprocess._cli import main; sys.exit(main(sys.argv[1:]))")
 TIMEOUT = 30.0
 
 
@@ -84,14 +87,15 @@ def proc_state(pid: int) -> str:
 class ServerProc:
     """A `sameprocess serve` subprocess on a socket of its own."""
 
-    def __init__(self, directory: Path, *extra: str, name: str = "s.sock") -> None:
+    def __init__(self, directory: Path, *extra: str, name: str = "s.sock", prefix: tuple = ()) -> None:
+        """prefix: a command that execs the server (e.g. nice -n 5)."""
         self.dir = directory
         self.path = str(directory / name)
         self.log_path = str(directory / "server.log")
         r, w = os.pipe()
         self.proc = subprocess.Popen(
-            SP + ["serve", "--socket", self.path, "--log-file", self.log_path, "--verbose",
-                  "--ready-fd", str(w), *extra],
+            [*prefix, *SP, "serve", "--socket", self.path, "--log-file", self.log_path, "--verbose",
+             "--ready-fd", str(w), *extra],
             pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=clean_env())
         os.close(w)

@@ -8,11 +8,12 @@ import resource
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 
 from _server_helpers import (  # noqa: F401  (fixtures)
-    SP, TIMEOUT, clean_env, proc_state, read_line, server, sockdir, wait_until,
+    FALLBACK, SP, TIMEOUT, ServerProc, clean_env, proc_state, read_line, server, sockdir, wait_until,
 )
 
 
@@ -127,6 +128,47 @@ def test_context_is_the_launchers(server, build, tmp_path):
     shell = server.run("/bin/sh", "-c", 'ulimit -Sn; ulimit -Hn; ulimit -c; echo "$ONLY_HERE"',
                        preexec_fn=limits, env=clean_env(PATH=os.environ["PATH"], ONLY_HERE="yes"))
     assert shell.stdout.split() == ["200", "300", "0", "yes"]
+
+
+def test_cpu_affinity_and_nice_are_the_launchers(server):
+    """As its child would, the program runs on the launcher's CPUs at its
+    nice value, not on the server's: both launchers send them."""
+    cpu = max(os.sched_getaffinity(0))
+    nice = min(os.getpriority(os.PRIO_PROCESS, 0) + 4, 19)
+
+    def pinned_and_niced():
+        os.sched_setaffinity(0, {cpu})
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+    script = "grep Cpus_allowed_list /proc/self/status; cut -d' ' -f19 /proc/self/stat"
+    fallback = [sys.executable, "-c", FALLBACK, "run", "--socket", server.path, "--"]
+    for launcher in (SP + ["run", "--socket", server.path, "--"], fallback):
+        result = subprocess.run(launcher + ["/bin/sh", "-c", script], preexec_fn=pinned_and_niced,
+                                capture_output=True, text=True, env=clean_env(), timeout=TIMEOUT)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert result.stdout.split() == ["Cpus_allowed_list:", str(cpu), str(nice)]
+    natively = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=TIMEOUT)
+    assert server.run("/bin/sh", "-c", script).stdout == natively.stdout   # nothing stays changed
+
+
+def test_a_nice_the_server_may_not_lower_is_said(sockdir):
+    """A server started at a higher nice (e.g. auto-started by a launcher run
+    with `nice`) may not give a later launcher's program a lower one: the
+    program gets the server's, and its launcher a warning that says so."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    higher = min(own + 5, 19)
+    prefix = ["nice", "-n", str(higher - own)]
+    if os.geteuid() == 0:   # root may lower it: drop CAP_SYS_NICE from the server
+        prefix = ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"] + prefix
+    niced = ServerProc(sockdir, prefix=tuple(prefix))
+    try:
+        result = niced.run("/bin/sh", "-c", "cut -d' ' -f19 /proc/self/stat")
+        assert (result.returncode, result.stdout) == (0, f"{higher}\n")
+        assert result.stderr == (f"sameprocess: warning: runs at nice {higher}, the server's, not the "
+                                 f"launcher's {own}: the server may not lower it (that takes "
+                                 "CAP_SYS_NICE or RLIMIT_NICE)\n")
+    finally:
+        niced.stop()
 
 
 def test_program_is_found_on_the_launchers_path(server, build, tmp_path):

@@ -11,13 +11,9 @@ import subprocess
 import pytest
 
 from _server_helpers import (  # noqa: F401  (fixtures)
-    SP, TIMEOUT, clean_env, read_line, server, sockdir, wait_pid_gone,
+    FALLBACK, SP, TIMEOUT, clean_env, read_line, server, sockdir, wait_pid_gone,
 )
 from sameprocess._cli.run import native_launcher
-
-# `python -c FALLBACK run ...`: the Python launcher, as where no native one is installed.
-FALLBACK = ("import sys; import sameprocess._cli.run as run; run.native_launcher = lambda: None; "
-            "from sameprocess._cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,8 @@ def frame(mtype: int, payload: bytes = b"", *, magic=P.MAGIC, version=P.VERSION,
 
 SAMPLES = [
     P.Spawn([b"ls", b"-l"], [b"PATH=/bin", b"A="], b"/tmp", 0o027, frozenset({1, 2, 64}),
-            {7: (1024, 4096), 3: (P.RLIM_INFINITY, P.RLIM_INFINITY)}),
+            {7: (1024, 4096), 3: (P.RLIM_INFINITY, P.RLIM_INFINITY)}, -5, b"\x05" + bytes(15)),
+    P.Spawn([b"true"], [], b"/"),   # no CPU mask: the server keeps its own
     P.ListPrograms(),
     P.Kill(15, [1234, 5678]),
     P.Stop(2500),
@@ -89,7 +90,8 @@ def test_direction_is_enforced():
         P.decode(SAMPLES[0].encode(), P.REPLIES)
 
 
-def spawn_payload(argv=(b"ls",), env=(b"A=1",), cwd=b"/", umask=0o22, mask=0, rlimits=()) -> bytes:
+def spawn_payload(argv=(b"ls",), env=(b"A=1",), cwd=b"/", umask=0o22, mask=0, rlimits=(), nice=0,
+                  cpus=b"\1" + bytes(7)) -> bytes:
     enc = P.Encoder()
     enc.blobs(list(argv))
     enc.blobs(list(env))
@@ -101,6 +103,8 @@ def spawn_payload(argv=(b"ls",), env=(b"A=1",), cwd=b"/", umask=0o22, mask=0, rl
         enc.u8(res)
         enc.u64(soft)
         enc.u64(hard)
+    enc.i32(nice)
+    enc.blob(cpus)
     return enc.getvalue()
 
 
@@ -120,6 +124,11 @@ def spawn_payload(argv=(b"ls",), env=(b"A=1",), cwd=b"/", umask=0o22, mask=0, rl
     (dict(rlimits=((7, 2, 1),)), "soft 2 above hard 1"),
     (dict(rlimits=((7, 1, 1), (7, 1, 1))), "given twice"),
     (dict(rlimits=tuple((r, 1, 1) for r in range(17))), "17 items"),
+    (dict(nice=-21), "nice -21 out of range"),
+    (dict(nice=20), "nice 20 out of range"),
+    (dict(cpus=b"\1" * 7), "CPU mask of 7 bytes"),
+    (dict(cpus=bytes(8)), "with a CPU set"),
+    (dict(cpus=bytes(1032)), "cpus is 1032 bytes long"),
 ])
 def test_spawn_validation(kwargs, words):
     with pytest.raises(P.ProtocolError, match=words):

@@ -147,6 +147,23 @@ def test_a_program_keeps_exactly_the_affinity_of_the_thread_that_started_it(spac
         assert procstate_from_a_thread_on(pair, space, build)["Cpus_allowed_list"] == _cpu_list(pair)
 
 
+def test_nice_and_cpu_affinity_arguments(space):
+    """nice= and cpu_affinity= as a launcher passes its own; by default the
+    program has the host's, as a child would."""
+    script = "grep Cpus_allowed_list /proc/self/status; cut -d' ' -f19 /proc/self/stat"
+    cpu = max(os.sched_getaffinity(0))
+    nice = min(os.getpriority(os.PRIO_PROCESS, 0) + 3, 19)
+    given = space.run(["/bin/sh", "-c", script], nice=nice, cpu_affinity={cpu}, capture_output=True, text=True)
+    assert given.stdout.split() == ["Cpus_allowed_list:", str(cpu), str(nice)]
+    natively = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True)
+    assert space.run(["/bin/sh", "-c", script], capture_output=True, text=True).stdout == natively.stdout
+    for bad in (dict(nice=20), dict(nice=-21), dict(cpu_affinity=()), dict(cpu_affinity={-1}),
+                dict(cpu_affinity={8192})):
+        with pytest.raises(ValueError):
+            space.run(["/bin/true"], **bad)
+    assert space.programs() == []   # refused before anything started
+
+
 def _mm_start_brk() -> int:
     with open("/proc/self/stat", "rb") as f:
         raw = f.read()

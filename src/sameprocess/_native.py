@@ -15,7 +15,7 @@ import struct
 
 from ._errors import SpaceError
 
-NEW_SESSION, SET_PGID, NO_NEW_PRIVS = 0x1, 0x2, 0x4
+NEW_SESSION, SET_PGID, NO_NEW_PRIVS, SET_NICE = 0x1, 0x2, 0x4, 0x8
 
 
 class Step(enum.IntEnum):
@@ -34,8 +34,9 @@ class Step(enum.IntEnum):
     NO_NEW_PRIVS = 10
     SECCOMP = 11
     SIGMASK = 12
-    AFFINITY = 13   # no longer reported: the CPU step comes after the report
+    AFFINITY = 13
     LEDGER = 14
+    NICE = 15
 
 
 # struct sp_child_spec: entry, initial_sp, child_stack, child_stack_size,
@@ -43,8 +44,8 @@ class Step(enum.IntEnum):
 # rlimits, failure (pointers); n_keep_fds, n_rlimits (u32); stdio[3],
 # report_fd, umask, pgid (i32); flags (u32); comm[16]; host_cpu (i32,
 # written by sp_spawn); keeper_fd, keeper_pid (i32); ledger_prog (pointer);
-# ledger_id (u64).
-CHILD_SPEC = struct.Struct("<6Q5Q2I3i3iI16siiiQQ")
+# ledger_id (u64); cpus (pointer); cpus_size (u32), nice (i32).
+CHILD_SPEC = struct.Struct("<6Q5Q2I3i3iI16siiiQQQIi")
 FAILURE_AT = CHILD_SPEC.size  # the struct sp_child_error, right after the spec
 RLIMIT = struct.Struct("<I4xQQ")  # struct sp_rlimit: resource, pad, soft, hard
 _U64 = (1 << 64) - 1
@@ -116,7 +117,8 @@ def child_spec(*, entry: int, sp: int, child_stack: tuple[int, int], stdio: tupl
                keep_fds: list[int], cwd: bytes | None, umask: int, pgid: int, flags: int,
                ignore_signals: int, default_signals: int, rlimits, seccomp: SeccompProgram | None,
                comm: bytes, ledger: SeccompProgram | None = None, ledger_id: int = 0,
-               keeper_fd: int = -1, keeper_pid: int = 0) -> ctypes.Array:
+               keeper_fd: int = -1, keeper_pid: int = 0, cpus: bytes | None = None,
+               nice: int = 0) -> ctypes.Array:
     """One buffer: the spec, the failure record, then the arrays and the
     string the spec points to (read the record with child_failure).
 
@@ -128,7 +130,8 @@ def child_spec(*, entry: int, sp: int, child_stack: tuple[int, int], stdio: tupl
     n_keep, n_limits = len(keep_fds), len(rlimits)
     fds_at = FAILURE_AT + ctypes.sizeof(ChildError)
     limits_at = fds_at + ((4 * n_keep + 7) & ~7)
-    cwd_at = limits_at + RLIMIT.size * n_limits
+    cpus_at = limits_at + RLIMIT.size * n_limits
+    cwd_at = cpus_at + (len(cpus) if cpus is not None else 0)
     buf = ctypes.create_string_buffer(cwd_at + (len(cwd) + 1 if cwd is not None else 0))
     base = ctypes.addressof(buf)
     CHILD_SPEC.pack_into(
@@ -136,7 +139,10 @@ def child_spec(*, entry: int, sp: int, child_stack: tuple[int, int], stdio: tupl
         default_signals, base + fds_at if n_keep else 0, base + cwd_at if cwd is not None else 0,
         seccomp.address if seccomp is not None else 0, base + limits_at if n_limits else 0, base + FAILURE_AT, n_keep, n_limits,
         *stdio, report_fd, umask, pgid, flags, comm[:15], -1, keeper_fd, keeper_pid,
-        ledger.address if ledger is not None else 0, ledger_id)
+        ledger.address if ledger is not None else 0, ledger_id,
+        base + cpus_at if cpus is not None else 0, len(cpus) if cpus is not None else 0, nice)
+    if cpus is not None:
+        buf[cpus_at:cpus_at + len(cpus)] = cpus
     struct.pack_into(f"<{n_keep}i", buf, fds_at, *keep_fds)
     for i, (resource, soft, hard) in enumerate(rlimits):
         # resource's RLIM_INFINITY is -1; the kernel's is all ones (u64)

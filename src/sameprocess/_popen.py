@@ -33,8 +33,8 @@ _UNSUPPORTED = ("preexec_fn", "user", "group", "extra_groups")
 class Popen(subprocess.Popen):
     """subprocess.Popen for a program in a space; create it with Space.Popen."""
 
-    def __init__(self, space, args, *popen_args, ignored_signals=None, rlimits=None, reclaim=None,
-                 **kwargs):
+    def __init__(self, space, args, *popen_args, ignored_signals=None, rlimits=None, nice=None,
+                 cpu_affinity=None, reclaim=None, **kwargs):
         if popen_args:  # subprocess.Popen(args, bufsize, executable, ...): name them
             kwargs = _name_positional(args, popen_args, kwargs)
         for name in _UNSUPPORTED:
@@ -43,6 +43,8 @@ class Popen(subprocess.Popen):
         self._space = space
         self._ignored_signals = ignored_signals
         self._rlimits = dict(rlimits or {})
+        self._nice = _check_nice(nice)
+        self._cpus = _cpu_mask(cpu_affinity)
         self._reclaim = space.reclaim if reclaim is None else bool(reclaim)
         self._exit = ProgramExit(self)
         self.start_time = time.time()
@@ -66,6 +68,7 @@ class Popen(subprocess.Popen):
             process_group=-1 if process_group is None else process_group,
             umask=umask, **self._signal_dispositions(restore_signals),
             rlimits=tuple((int(r), int(s), int(h)) for r, (s, h) in self._rlimits.items()),
+            cpus=self._cpus, nice=self._nice,
             reclaim=self._reclaim)
         try:
             self._space._start(self, spec)
@@ -293,6 +296,31 @@ def _environment_block(env) -> list[bytes]:
             raise ValueError("embedded null byte in the environment")
         block.append(key + b"=" + value)
     return block
+
+
+def _check_nice(nice) -> int | None:
+    """None for the host's own nice value (the thread that spawns), else the value."""
+    if nice is None:
+        return None
+    nice = int(nice)
+    if not -20 <= nice <= 19:
+        raise ValueError(f"nice {nice} is out of range (-20 to 19)")
+    return None if nice == os.getpriority(os.PRIO_PROCESS, 0) else nice
+
+
+def _cpu_mask(cpus) -> bytes | None:
+    """sched_setaffinity's mask for a set of CPU numbers; None for the host's own."""
+    if cpus is None:
+        return None
+    cpus = {int(cpu) for cpu in cpus}
+    if not cpus or min(cpus) < 0 or max(cpus) >= _MAX_CPUS:
+        raise ValueError(f"cpu_affinity must name CPUs 0 to {_MAX_CPUS - 1}, at least one")
+    if cpus == os.sched_getaffinity(0):
+        return None
+    return sum(1 << cpu for cpu in cpus).to_bytes((max(cpus) // 64 + 1) * 8, "little")
+
+
+_MAX_CPUS = 8192    # the kernel's largest NR_CPUS
 
 
 def _no_nul(arg) -> bytes:

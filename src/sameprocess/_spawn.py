@@ -69,6 +69,8 @@ class SpawnSpec:
     ignore_signals: frozenset[int] = frozenset()    # start with SIG_IGN
     default_signals: frozenset[int] = frozenset()   # start with SIG_DFL
     rlimits: tuple[tuple[int, int, int], ...] = ()
+    cpus: bytes | None = None   # CPU affinity mask (sched_setaffinity's bytes); None: the host's
+    nice: int | None = None     # None: the host's
     reclaim: bool = True    # record its memory in the ledger (when the space has one)
 
 
@@ -394,7 +396,7 @@ def _execute(host: HostFacts, spec: SpawnSpec, target: Target, plan: Plan, stack
             ignore_signals=_signal_mask(spec.ignore_signals),
             default_signals=_signal_mask(spec.default_signals),
             rlimits=spec.rlimits, seccomp=host.seccomp, comm=os.path.basename(target.execfn),
-            **_ledger_fields(host, ledger))
+            cpus=spec.cpus, nice=spec.nice or 0, **_ledger_fields(host, ledger))
         run = _native.ExecPlan(plan.images, (area.low, area.size, _loader.stack_prot(executable)),
                                image.data, image.sp, image.relocs, child, WAIT_IN_NATIVE)
         pid, pidfd, reported = _run(run, report)
@@ -476,6 +478,7 @@ def _flags(host: HostFacts, spec: SpawnSpec, ledger: _ledger.Enrolment | None) -
     filtered = host.seccomp is not None or ledger is not None
     return ((_native.NEW_SESSION if spec.new_session else 0)
             | (_native.SET_PGID if spec.process_group >= 0 else 0)
+            | (_native.SET_NICE if spec.nice is not None else 0)
             | (_native.NO_NEW_PRIVS if filtered and not host.cap_sys_admin else 0))
 
 

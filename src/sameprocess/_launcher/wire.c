@@ -9,11 +9,12 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "launcher.h"
 
-#define VERSION 2
+#define VERSION 3
 #define MAX_ARG_STRLEN (32 * 4096)      /* execve's bounds (fs/exec.c) */
 #define ARG_MAX_FLOOR (32 * 4096)
 #define STK_LIM (8 << 20)
@@ -111,6 +112,13 @@ int encode_spawn(const struct spawn_request *req, struct buf *out, char *why, si
         put_be(out, rl.rlim_cur, 8);
         put_be(out, rl.rlim_max, 8);
     }
+    put_be(out, (uint32_t)getpriority(PRIO_PROCESS, 0), 4);   /* the nice value, as i32 */
+    uint64_t cpus[128];                 /* 8192 CPUs, the protocol's limit */
+    long size = syscall(SYS_sched_getaffinity, 0, sizeof cpus, cpus);
+    if (size < 0)
+        size = 0;                       /* no mask: the server keeps its own */
+    put_be(out, (uint64_t)size, 4);
+    put(out, (const char *)cpus, (size_t)size);
     uint32_t length = (uint32_t)(out->len - HEADER_SIZE);
     for (int i = 0; i < 4; i++)
         out->data[8 + i] = (unsigned char)(length >> (8 * (3 - i)));

@@ -34,14 +34,16 @@
 #define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
 #define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
 #define PR_SET_PTRACER_ 0x59616d61
+#define PRIO_PROCESS_ 0
 
 /* _native.py packs the spec with struct.Struct("<6Q5Q2I3i3iI16siiiQQ"). */
-_Static_assert(sizeof(struct sp_child_spec) == 168, "CHILD_SPEC in _native.py");
+_Static_assert(sizeof(struct sp_child_spec) == 184, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, n_keep_fds) == 88, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, stdio) == 96, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, comm) == 124, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, host_cpu) == 140, "CHILD_SPEC in _native.py");
 _Static_assert(offsetof(struct sp_child_spec, ledger_prog) == 152, "CHILD_SPEC in _native.py");
+_Static_assert(offsetof(struct sp_child_spec, cpus) == 168, "CHILD_SPEC in _native.py");
 _Static_assert(sizeof(struct sp_rlimit) == 24, "RLIMIT in _native.py");
 
 /* The kernel's struct sigaction layout (not libc's). */
@@ -134,6 +136,19 @@ static void child_process_state(const struct sp_child_spec *spec)
     CHILD_CALL(spec, SP_STEP_COMM, SYSCALL(SYS_prctl, PR_SET_NAME, spec->comm, 0, 0, 0, 0));
 }
 
+/* A launcher's CPU affinity and nice value: what its own child would
+ * inherit, where a clone inherits the host's.  Set after the rlimits, so
+ * that a lower nice is judged by the program's RLIMIT_NICE, as the
+ * launcher's own was. */
+static void child_scheduling(const struct sp_child_spec *spec)
+{
+    if (spec->cpus)
+        CHILD_CALL(spec, SP_STEP_AFFINITY,
+                   SYSCALL(SYS_sched_setaffinity, 0, spec->cpus_size, spec->cpus, 0, 0, 0));
+    if (spec->flags & SP_SET_NICE)
+        CHILD_CALL(spec, SP_STEP_NICE, SYSCALL(SYS_setpriority, PRIO_PROCESS_, 0, spec->nice, 0, 0, 0));
+}
+
 /* exec is where the kernel moves a new program to the idlest CPU
  * (sched_exec); a clone has no such point, and the scheduler starts the
  * child on its parent's CPU.  There the host, woken by the report, would
@@ -218,9 +233,10 @@ __attribute__((noreturn)) static void child_main(void *arg)
     const struct sp_child_spec *spec = arg;
     struct cpu_step cpu_step;
 
-    plan_leave_host_cpu(spec, &cpu_step);
     child_signals(spec);
     child_process_state(spec);
+    child_scheduling(spec);
+    plan_leave_host_cpu(spec, &cpu_step);   /* within the mask just set */
     child_fds(spec);
     if (spec->flags & SP_NO_NEW_PRIVS)
         CHILD_CALL(spec, SP_STEP_NO_NEW_PRIVS, SYSCALL(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0));

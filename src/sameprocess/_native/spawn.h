@@ -15,6 +15,7 @@
 #define SP_NEW_SESSION     0x1u  /* setsid() */
 #define SP_SET_PGID        0x2u  /* setpgid(0, spec->pgid) */
 #define SP_NO_NEW_PRIVS    0x4u  /* needed before a seccomp filter without CAP_SYS_ADMIN */
+#define SP_SET_NICE        0x8u  /* setpriority(PRIO_PROCESS, 0, spec->nice) */
 
 /* The step that failed, reported to the parent with its errno. */
 enum sp_step {
@@ -31,8 +32,9 @@ enum sp_step {
     SP_STEP_NO_NEW_PRIVS,
     SP_STEP_SECCOMP,
     SP_STEP_SIGMASK,
-    SP_STEP_AFFINITY,   /* unused since the CPU step follows the report; kept for the numbering */
+    SP_STEP_AFFINITY,   /* spec->cpus (a launcher's mask) */
     SP_STEP_LEDGER,
+    SP_STEP_NICE,
 };
 
 /* What the child stores in spec->failure when a step fails. */
@@ -73,6 +75,9 @@ struct sp_child_spec {
     int32_t keeper_pid;         /* allowed to take the program's descriptors (yama) */
     const void *ledger_prog;    /* struct sock_fprog * of the ledger filter, NULL: none */
     uint64_t ledger_id;         /* the program's id in the keeper's ledger */
+    const uint64_t *cpus;       /* CPU affinity mask to set, NULL: keep the host's */
+    uint32_t cpus_size;         /* its size in bytes, a multiple of 8 */
+    int32_t nice;               /* with SP_SET_NICE */
 };
 
 

@@ -40,7 +40,7 @@ import struct
 from .codec import Decoder, Encoder, ProtocolError, Record
 
 MAGIC = b"SPRC"
-VERSION = 2                         # 2: WARNING frames
+VERSION = 3                         # 2: WARNING frames; 3: SPAWN's nice and CPU mask
 HEADER = struct.Struct("!4sBBHI")
 
 # execve's bounds (include/uapi/linux/binfmts.h, fs/exec.c)
@@ -149,6 +149,7 @@ def check_exec_sizes(argv: list[bytes], env: list[bytes], stack_soft: int) -> No
 _SPAWN_LIMIT = STK_LIM // 4 * 3 + PATH_MAX + 1024
 
 
+MAX_CPU_MASK = 1024    # bytes: 8192 CPUs, the kernel's largest NR_CPUS
 _RLIMIT = struct.Struct("!BQQ")   # one of SPAWN's rlimits: resource, soft, hard
 _RLIMITS = [struct.Struct("!" + "BQQ" * n) for n in range(RLIM_NLIMITS + 1)]   # n of them
 
@@ -166,6 +167,8 @@ class Spawn(Message):
     umask: int = 0o022
     ignored: frozenset[int] = frozenset()          # signals the program starts ignoring
     rlimits: dict[int, tuple[int, int]] = {}       # copied per instance
+    nice: int = 0
+    cpus: bytes = b""       # CPU affinity mask as sched_getaffinity(2) gives it; empty: the server's
 
     def encode_payload(self, enc: Encoder) -> None:
         enc.blobs(self.argv)
@@ -178,6 +181,8 @@ class Spawn(Message):
             enc.u8(res)
             enc.u64(soft)
             enc.u64(hard)
+        enc.i32(self.nice)
+        enc.blob(self.cpus)
 
     @classmethod
     def decode_payload(cls, dec: Decoder) -> "Spawn":
@@ -200,7 +205,14 @@ class Spawn(Message):
             if soft > hard:
                 raise ProtocolError(f"{w}: resource limit {res}: soft {soft} above hard {hard}")
             rlimits[res] = (soft, hard)
+        nice = dec.i32()
+        cpus = dec.blob(MAX_CPU_MASK, "cpus")
         dec.end()
+        if not -20 <= nice <= 19:
+            raise ProtocolError(f"{w}: nice {nice} out of range")
+        if len(cpus) % 8 or (cpus and not any(cpus)):
+            raise ProtocolError(f"{w}: a CPU mask of {len(cpus)} bytes, not whole 64-bit words "
+                                "with a CPU set")
         if not argv:
             raise ProtocolError(f"{w}: argv is empty")
         if not argv[0]:
@@ -224,7 +236,7 @@ class Spawn(Message):
         ignored = frozenset(s for s in range(1, NSIG) if (mask >> (s - 1)) & 1)
         if ignored & {9, 19}:
             raise ProtocolError(f"{w}: SIGKILL and SIGSTOP cannot be ignored")
-        return cls(argv, env, cwd, umask, ignored, rlimits)
+        return cls(argv, env, cwd, umask, ignored, rlimits, nice, cpus)
 
 
 class ListPrograms(Message):

@@ -104,6 +104,7 @@ class Server:
         self._finished = False
         self._listening = True
         self._hard_limits = {r: resource.getrlimit(r)[1] for r in _all_rlimits()}
+        self._cap_sys_nice = _has_cap_sys_nice()
         listener.setblocking(False)
         self._sel.register(listener, selectors.EVENT_READ, self._on_accept)
         self._sel.register(self._wake, selectors.EVENT_READ, self._on_wake)
@@ -332,12 +333,14 @@ class Server:
             rlimits = self._rlimits(req.rlimits)
             stack = rlimits.get(resource.RLIMIT_STACK, resource.getrlimit(resource.RLIMIT_STACK))[0]
             check_exec_sizes(req.argv, req.env, RLIM_INFINITY if stack < 0 else stack)
+            nice, nice_warning = self._nice(req.nice, rlimits)
             with warnings.catch_warnings(record=True) as caught:   # the launcher is told instead
                 warnings.simplefilter("always", SetuidIgnoredWarning)
                 popen = self.space.Popen(
                     req.argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], cwd=req.cwd,
                     env=EnvironmentStrings(req.env), start_new_session=True, umask=req.umask,
-                    ignored_signals=req.ignored, rlimits=rlimits)
+                    ignored_signals=req.ignored, rlimits=rlimits, nice=nice,
+                    cpu_affinity=_cpu_set(req.cpus))
         except OSError as e:
             filename = e.filename if e.filename is not None else req.argv[0]
             log.debug("spawn of %s for %s failed: %s", _shown([req.argv[0]]), conn.describe(),
@@ -358,6 +361,9 @@ class Server:
         conn.program, conn.state = program, "running"
         if log.isEnabledFor(logging.DEBUG):   # escaping a command line costs more than a spawn's decoding
             log.debug("spawned pid %d for launcher %d: %s", popen.pid, conn.pid, _shown(req.argv))
+        if nice_warning:
+            log.warning("pid %d for launcher %d: %s", popen.pid, conn.pid, nice_warning)
+            self._reply(conn, LauncherWarning(nice_warning), close=False)
         for caught_warning in caught:
             self._pass_on_warning(conn, popen.pid, caught_warning)
         pidfd = _pidfd_of(popen)
@@ -385,6 +391,20 @@ class Server:
                 soft = hard if soft == -1 else min(soft, hard)
             result[res] = (soft, hard)
         return result
+
+    def _nice(self, wanted: int, rlimits: dict[int, tuple[int, int]]) -> tuple[int, str | None]:
+        """The launcher's nice value if the program may have it, else the
+        server's and why.  Lowering it takes CAP_SYS_NICE or an RLIMIT_NICE
+        (the program's, set before it) of at least 20 - nice: setpriority's
+        own rule."""
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        if wanted >= own or self._cap_sys_nice:
+            return wanted, None
+        soft = rlimits.get(resource.RLIMIT_NICE, resource.getrlimit(resource.RLIMIT_NICE))[0]
+        if soft == -1 or 20 - wanted <= soft:
+            return wanted, None
+        return own, (f"runs at nice {own}, the server's, not the launcher's {wanted}: the server "
+                     "may not lower it (that takes CAP_SYS_NICE or RLIMIT_NICE)")
 
     def _queue_exit(self, program: _Program) -> None:
         """Reaper thread: hand the exit to the loop."""
@@ -529,6 +549,24 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 def _all_rlimits() -> list[int]:
     return [getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")]
+
+
+def _cpu_set(mask: bytes) -> set[int] | None:
+    """The CPUs of a launcher's affinity mask (bit N of the little-endian
+    words: CPU N); None for an empty mask, which leaves the server's."""
+    if not mask:
+        return None
+    bits = int.from_bytes(mask, "little")
+    return {cpu for cpu in range(bits.bit_length()) if bits >> cpu & 1}
+
+
+def _has_cap_sys_nice() -> bool:
+    with open("/proc/self/status") as f:
+        caps = next(line for line in f if line.startswith("CapEff:"))
+    return bool(int(caps.split()[1], 16) >> _CAP_SYS_NICE & 1)
+
+
+_CAP_SYS_NICE = 23
 
 
 def _pidfd_of(popen) -> int | None:
