@@ -20,6 +20,7 @@ usage: python benchmarks/bench_launcher.py [--runs N] [--parallel-runs N] [--wor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
@@ -202,22 +204,13 @@ def main() -> None:
     parser.add_argument("--other-runs", type=int, default=10, help="runs of python3, ls and java")
     parser.add_argument("--chart", metavar="PATH", help="draw the launch times into this PNG")
     parser.add_argument("--server-cpu", type=int, metavar="N",
-                        help="confine the server (and so its programs) to CPU N, as taskset would")
+                        help="confine the server to CPU N, as taskset would (its programs run on "
+                             "their launchers' CPUs)")
     args = parser.parse_args()
-    native = native_launcher()
-    if native is None:
-        raise SystemExit("no native sameprocess installed beside this Python: pip install -e .")
-
-    cache = os.environ.get("SAMEPROCESS_TEST_CACHE") or tempfile.mkdtemp(prefix="bench-launcher-")
-    sockdir = tempfile.mkdtemp(prefix="bench-sock-")   # mkdtemp: mode 0700
-    # Bytecode caching on, as on a user's machine (some environments turn it off).
-    env = {k: v for k, v in os.environ.items() if k not in ("SAMEPROCESS_SOCKET", "PYTHONDONTWRITEBYTECODE")}
-    server = None
-    try:
-        builder = _build.Builder(cache)
+    with bench_server(args.server_cpu) as bench:
+        builder, env, server, path = bench.builder, bench.env, bench.server, bench.path
         hello, idle = builder("hello.c"), builder("sleeper.c")
-        server, path = start_server(sockdir, env, args.server_cpu)
-        launcher = [native, "run", "--socket", path, "--"]
+        launcher = bench.launcher
         python_launcher = [sys.executable, "-c", FALLBACK, "run", "--socket", path, "--"]
         from sameprocess import Space
 
@@ -238,6 +231,27 @@ def main() -> None:
         others(launcher, env, args.other_runs)
         if args.chart:
             chart(samples, args.chart)
+
+
+@contextlib.contextmanager
+def bench_server(cpu: int | None = None):
+    """One benchmark's setting: a server on a socket of its own (confined to
+    `cpu` if given), the test programs' builder (into SAMEPROCESS_TEST_CACHE,
+    else a temporary cache), the environment to run with, and the native
+    `sameprocess run` argv up to the program; all taken down after."""
+    native = native_launcher()
+    if native is None:
+        raise SystemExit("no native sameprocess installed beside this Python: pip install -e .")
+    cache = os.environ.get("SAMEPROCESS_TEST_CACHE") or tempfile.mkdtemp(prefix="bench-launcher-")
+    sockdir = tempfile.mkdtemp(prefix="bench-sock-")   # mkdtemp: mode 0700
+    # Bytecode caching on, as on a user's machine (some environments turn it off).
+    env = {k: v for k, v in os.environ.items() if k not in ("SAMEPROCESS_SOCKET", "PYTHONDONTWRITEBYTECODE")}
+    server = None
+    try:
+        builder = _build.Builder(cache)
+        server, path = start_server(sockdir, env, cpu)
+        yield types.SimpleNamespace(builder=builder, env=env, server=server, path=path,
+                                    launcher=[native, "run", "--socket", path, "--"])
     finally:
         if server is not None:
             server.terminate()

@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_launcher import TICK, _build, native_launcher, spawn_wait, start_server  # noqa: E402
+from bench_launcher import TICK, bench_server, spawn_wait  # noqa: E402
 
 
 SUBPROCESS = "subprocess.run(['./hello']), whole"
@@ -178,29 +176,12 @@ def main() -> None:
     parser.add_argument("--parallel-runs", type=int, default=800, help="runs in parallel, per side")
     parser.add_argument("--workers", type=int, default=8, help="launchers in parallel")
     args = parser.parse_args()
-    native = native_launcher()
-    if native is None:
-        raise SystemExit("no native sameprocess installed beside this Python: pip install -e .")
-    cache = os.environ.get("SAMEPROCESS_TEST_CACHE") or tempfile.mkdtemp(prefix="bench-budget-")
-    sockdir = tempfile.mkdtemp(prefix="bench-sock-")
-    env = {k: v for k, v in os.environ.items() if k not in ("SAMEPROCESS_SOCKET", "PYTHONDONTWRITEBYTECODE")}
-    server = None
-    try:
-        builder = _build.Builder(cache)
-        hello = builder("hello.c")
-        empty = [builder("exit_code.c", flags=["-static"], name="exit_code_static"), "0"]
-        server, path = start_server(sockdir, env, None)
-        launcher = [native, "run", "--socket", path, "--"]
-        cpu = SpaceCpu(server.pid)
-        sequential(args.runs, hello, empty, launcher, env, cpu)
-        parallel(args.parallel_runs, args.workers, hello, launcher, env, cpu)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
-        if cache != os.environ.get("SAMEPROCESS_TEST_CACHE"):
-            shutil.rmtree(cache, ignore_errors=True)
-        shutil.rmtree(sockdir, ignore_errors=True)
+    with bench_server() as bench:
+        hello = bench.builder("hello.c")
+        empty = [bench.builder("exit_code.c", flags=["-static"], name="exit_code_static"), "0"]
+        cpu = SpaceCpu(bench.server.pid)
+        sequential(args.runs, hello, empty, bench.launcher, bench.env, cpu)
+        parallel(args.parallel_runs, args.workers, hello, bench.launcher, bench.env, cpu)
 
 
 if __name__ == "__main__":
