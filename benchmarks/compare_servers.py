@@ -1,10 +1,11 @@
 """Two (or more) source trees' servers, driven side by side.
 
 Each tree's `sameprocess serve` runs from that tree's src/ (PYTHONPATH), on
-a socket of its own, and this checkout's native launcher drives them in
-alternating blocks, so that a slow moment of the machine lands on every
-tree alike.  A tree other than this one needs its native parts built in
-place first:
+a socket of its own, driven by that tree's own native launcher (the
+build/launcher/sameprocess beside its src/, which setup.py's build_ext
+makes; trees may speak different protocol versions) in alternating
+blocks, so that a slow moment of the machine lands on every tree alike.
+A tree other than this one needs its native parts built in place first:
 
     git worktree add /tmp/before REV
     (cd /tmp/before && ../main/.venv/bin/python setup.py build_ext --inplace)
@@ -26,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_launcher import _build, cpu_seconds, native_launcher, spawn_wait, start_server  # noqa: E402
+from bench_launcher import _build, cpu_seconds, spawn_wait, start_server  # noqa: E402
 
 
 def sequential(servers, blocks: int, size: int) -> None:
@@ -58,6 +59,14 @@ def parallel(servers, native: list[str], blocks: int, size: int, workers: int) -
         print(f"  {name}: median {statistics.median(rates[name]):.0f} launches/s")
 
 
+def _launcher_of(tree: str) -> str:
+    path = os.path.join(os.path.dirname(os.path.abspath(tree)), "build", "launcher", "sameprocess")
+    if not os.path.exists(path):
+        raise SystemExit(f"no native launcher built for {tree} ({path}): "
+                         "run `python setup.py build_ext --inplace` in that tree")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trees", nargs="+", help="src/ directories to compare")
@@ -68,9 +77,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()
     hello = _build.Builder(os.environ.get("SAMEPROCESS_TEST_CACHE") or tempfile.mkdtemp())("hello.c")
-    launcher = native_launcher()
-    if launcher is None:
-        raise SystemExit("no native launcher installed beside this package: pip install -e .")
     servers = []
     with tempfile.TemporaryDirectory() as directory:
         try:
@@ -79,7 +85,7 @@ def main() -> None:
                 os.mkdir(own, 0o700)
                 env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
                 server, sock = start_server(own, env, None)
-                servers.append((tree, server, [launcher, "run", "--socket", sock, "--", hello]))
+                servers.append((tree, server, [_launcher_of(tree), "run", "--socket", sock, "--", hello]))
             for _, _, argv in servers:      # warm: the first spawn sets up the space
                 for _ in range(20):
                     spawn_wait(argv, os.environ)
