@@ -130,20 +130,6 @@ def test_context_is_the_launchers(server, build, tmp_path):
     assert shell.stdout.split() == ["200", "300", "0", "yes"]
 
 
-def test_environment_is_what_the_launcher_was_started_with(server):
-    """Python coerces a C locale by adding LC_CTYPE to its environment; the
-    program of `python -m sameprocess run` (and of the Python launcher) must
-    not see it: its environment is the one the launcher was started with."""
-    env = {"PATH": "/usr/bin:/bin"}     # no LANG, no LC_*: the C locale
-    natively = subprocess.run(["/usr/bin/env"], capture_output=True, text=True, env=env, timeout=TIMEOUT)
-    assert natively.stdout == "PATH=/usr/bin:/bin\n"
-    fallback = [sys.executable, "-c", FALLBACK, "run", "--socket", server.path, "--"]
-    for launcher in (SP + ["run", "--socket", server.path, "--"], fallback):
-        result = subprocess.run(launcher + ["/usr/bin/env"], capture_output=True, text=True, env=env,
-                                timeout=TIMEOUT)
-        assert (result.returncode, result.stdout, result.stderr) == (0, natively.stdout, "")
-
-
 def test_cpu_affinity_and_nice_are_the_launchers(server):
     """As its child would, the program runs on the launcher's CPUs at its
     nice value, not on the server's: both launchers send them."""

@@ -233,21 +233,6 @@ def current_rlimits() -> dict[int, tuple[int, int]]:
     return limits
 
 
-def initial_environment() -> list[bytes]:
-    """The environment this process was started with: its NAME=VALUE
-    strings in order, duplicates kept, read from /proc/self/environ.  Python
-    may have added to os.environ since (its C-locale coercion sets
-    LC_CTYPE), and a program must get what its launcher got, as the
-    launcher's child would.  Strings that are not NAME=VALUE are left out,
-    as the native launcher leaves them out."""
-    try:
-        with open("/proc/self/environ", "rb") as f:
-            strings = f.read().split(b"\0")
-    except OSError:     # no /proc: what Python holds is the best left
-        strings = [k + b"=" + v for k, v in os.environb.items()]
-    return [s for s in strings if s.find(b"=") >= 1]
-
-
 def current_cpus() -> bytes:
     """This process's CPU affinity mask, as sched_getaffinity(2) gives it:
     64-bit little-endian words, bit N for CPU N."""
@@ -299,7 +284,7 @@ class Launcher:
         for sig in signal.valid_signals():
             if sig not in _NOT_FORWARDED:
                 signal.signal(sig, _noop)
-        env = initial_environment()
+        env = [k + b"=" + v for k, v in os.environb.items()]
         try:
             cwd = os.getcwdb()
         except OSError as e:

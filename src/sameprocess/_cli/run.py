@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     """Exec the native launcher; the Python one is the fallback when there is
     none, or when exec refuses (a command line too long to start it: the
     Python launcher then says so as the native one would)."""
-    from .._client import Launcher, initial_environment
+    from .._client import Launcher
     from .._sockpath import resolve
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -69,15 +69,8 @@ def main(args: argparse.Namespace) -> int:
         # and the program gets them at default (as from the Python launcher).
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-        # The environment this process started with, not os.environ: Python
-        # may have added to it (LC_CTYPE, coercing a C locale).  A name given
-        # twice keeps its first value (getenv's), as execve takes a mapping here.
-        environment: dict[bytes, bytes] = {}
-        for entry in initial_environment():
-            name, _, value = entry.partition(b"=")
-            environment.setdefault(name, value)
         try:
-            os.execve(native, [native, "run", *socket, "--", *command], environment)
+            os.execv(native, [native, "run", *socket, "--", *command])
         except OSError:
             pass
     return Launcher([os.fsencode(a) for a in command], resolve(args.socket)).run()
