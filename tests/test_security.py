@@ -35,6 +35,7 @@ from sameprocess._cli import main as cli_main
 from sameprocess._client import ClientError, send_request
 from sameprocess._server import framing, protocol as P
 from sameprocess._cli import run as _run_verb  # noqa: F401  (imported before a child drops its rights)
+_run_verb.native_launcher()   # its imports (sysconfig and its data) too: a child that dropped them could not
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as or create another uid")
 
