@@ -35,10 +35,10 @@ def test_a_program_finds_its_space_without_setup(space, tool):
 
 
 def test_the_host_is_in_the_space_only_while_it_is_open():
-    assert not sameprocess._sharing.in_space()
+    assert not sameprocess.in_space()
     with sameprocess.Space():
-        assert sameprocess._sharing.in_space()
-    assert not sameprocess._sharing.in_space()
+        assert sameprocess.in_space()
+    assert not sameprocess.in_space()
     with pytest.raises(SpaceError, match="not inside a sameprocess space"):
         sameprocess.lookup("anything")
 
