@@ -241,7 +241,7 @@ def test_ptrace_problem_follows_yama(monkeypatch, scope, cap, refused):
     from sameprocess import _debug
 
     monkeypatch.setattr(_debug, "_ptrace_scope", lambda: scope)
-    monkeypatch.setattr(_debug, "_has_cap_sys_ptrace", lambda: cap)
+    monkeypatch.setattr(_debug, "has_capability", lambda number: cap)
     problem = _debug.ptrace_problem()
     assert (problem is not None) == refused
     if refused:

@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._caps import CAP_SYS_PTRACE, has_capability
 from ._elf import page_down
 
 GDB_DIR = Path(__file__).resolve().parent / "_gdb"
@@ -133,7 +134,7 @@ def ptrace_problem() -> str | None:
     tracer with PR_SET_PTRACER) allows the attach; 3 forbids it outright.
     """
     scope = _ptrace_scope()
-    if scope is None or scope == 0 or (scope in (1, 2) and _has_cap_sys_ptrace()):
+    if scope is None or scope == 0 or (scope in (1, 2) and has_capability(CAP_SYS_PTRACE)):
         return None
     if scope == 3:
         return "kernel.yama.ptrace_scope is 3: no process may be attached to (reboot needed)"
@@ -148,11 +149,3 @@ def _ptrace_scope() -> int | None:
         return int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
     except (OSError, ValueError):
         return None
-
-
-def _has_cap_sys_ptrace() -> bool:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return bool((int(line.split()[1], 16) >> 19) & 1)
-    return False

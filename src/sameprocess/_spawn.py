@@ -39,6 +39,7 @@ from typing import Callable
 from . import _elf, _ledger, _loader, _native, _stack
 from ._auxv import AT, PER_EXEC, host_platform_strings, read_host_auxv
 from ._brk import install_guard, pin_break, seccomp_program
+from ._caps import CAP_SYS_ADMIN, has_capability
 from ._elf import ElfImage, EType
 from ._errors import ExecError, SetuidIgnoredWarning
 from ._resolve import Target, resolve
@@ -103,7 +104,7 @@ class HostFacts:
         # Without CAP_SYS_ADMIN the kernel accepts a filter only after
         # PR_SET_NO_NEW_PRIVS (so setuid binaries exec'd by such programs run
         # without privilege gain; see docs).
-        self.cap_sys_admin = _has_cap_sys_admin()
+        self.cap_sys_admin = has_capability(CAP_SYS_ADMIN)
 
 
 def _start_keeper() -> _ledger.Keeper | None:
@@ -114,14 +115,6 @@ def _start_keeper() -> _ledger.Keeper | None:
                     "(only their loaded images are)", reason)
         return None
     return _ledger.Keeper()
-
-
-def _has_cap_sys_admin() -> bool:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> 21 & 1)
-    return False
 
 
 def check_arg_sizes(argv: list[bytes], envp: list[bytes], soft: int | None = None) -> None:

@@ -32,6 +32,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .._caps import CAP_SYS_NICE, has_capability
 from .._errors import SetuidIgnoredWarning
 from .framing import FrameReader, FrameWriter, PeerClosed, close_fds
 from .._mm import resident
@@ -104,7 +105,7 @@ class Server:
         self._finished = False
         self._listening = True
         self._hard_limits = {r: resource.getrlimit(r)[1] for r in _all_rlimits()}
-        self._cap_sys_nice = _has_cap_sys_nice()
+        self._cap_sys_nice = has_capability(CAP_SYS_NICE)
         listener.setblocking(False)
         self._sel.register(listener, selectors.EVENT_READ, self._on_accept)
         self._sel.register(self._wake, selectors.EVENT_READ, self._on_wake)
@@ -558,15 +559,6 @@ def _cpu_set(mask: bytes) -> set[int] | None:
         return None
     bits = int.from_bytes(mask, "little")
     return {cpu for cpu in range(bits.bit_length()) if bits >> cpu & 1}
-
-
-def _has_cap_sys_nice() -> bool:
-    with open("/proc/self/status") as f:
-        caps = next(line for line in f if line.startswith("CapEff:"))
-    return bool(int(caps.split()[1], 16) >> _CAP_SYS_NICE & 1)
-
-
-_CAP_SYS_NICE = 23
 
 
 def _pidfd_of(popen) -> int | None:
