@@ -28,7 +28,7 @@ def frame(mtype: int, payload: bytes = b"", *, magic=P.MAGIC, version=P.VERSION,
 
 SAMPLES = [
     P.Spawn([b"ls", b"-l"], [b"PATH=/bin", b"A="], b"/tmp", 0o027, frozenset({1, 2, 64}),
-            {7: (1024, 4096), 3: (P.RLIM_INFINITY, P.RLIM_INFINITY)}, -5, b"\x05" + bytes(15)),
+            {7: (1024, 4096), 3: (P.RLIM_INFINITY, P.RLIM_INFINITY)}, -5, frozenset({0, 2, 70})),
     P.Spawn([b"true"], [], b"/"),   # no CPU mask: the server keeps its own
     P.ListPrograms(),
     P.Kill(15, [1234, 5678]),

@@ -233,13 +233,6 @@ def current_rlimits() -> dict[int, tuple[int, int]]:
     return limits
 
 
-def current_cpus() -> bytes:
-    """This process's CPU affinity mask, as sched_getaffinity(2) gives it:
-    64-bit little-endian words, bit N for CPU N."""
-    cpus = os.sched_getaffinity(0)
-    return sum(1 << cpu for cpu in cpus).to_bytes((max(cpus) // 64 + 1) * 8, "little")
-
-
 def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -295,7 +288,7 @@ class Launcher:
         except OSError as e:
             raise ClientError(f"{self.name}: {e.strerror}", ExitCode.CANNOT_EXECUTE) from None
         spawn = Spawn(self.argv, env, cwd, current_umask(), ignored, current_rlimits(),
-                      os.getpriority(os.PRIO_PROCESS, 0), current_cpus())
+                      os.getpriority(os.PRIO_PROCESS, 0), frozenset(os.sched_getaffinity(0)))
         try:
             sock = connect_or_start(self.where)
         except ClientError as e:    # no server, or one we must not use: the program never ran

@@ -168,7 +168,7 @@ class Spawn(Message):
     ignored: frozenset[int] = frozenset()          # signals the program starts ignoring
     rlimits: dict[int, tuple[int, int]] = {}       # copied per instance
     nice: int = 0
-    cpus: bytes = b""       # CPU affinity mask as sched_getaffinity(2) gives it; empty: the server's
+    cpus: frozenset[int] = frozenset()   # the launcher's CPU affinity; empty: the server's
 
     def encode_payload(self, enc: Encoder) -> None:
         enc.blobs(self.argv)
@@ -182,7 +182,9 @@ class Spawn(Message):
             enc.u64(soft)
             enc.u64(hard)
         enc.i32(self.nice)
-        enc.blob(self.cpus)
+        # As sched_getaffinity(2) gives it: 64-bit little-endian words, bit N for CPU N.
+        cpus = sum(1 << cpu for cpu in self.cpus)
+        enc.blob(cpus.to_bytes((cpus.bit_length() + 63) // 64 * 8, "little"))
 
     @classmethod
     def decode_payload(cls, dec: Decoder) -> "Spawn":
@@ -206,13 +208,15 @@ class Spawn(Message):
                 raise ProtocolError(f"{w}: resource limit {res}: soft {soft} above hard {hard}")
             rlimits[res] = (soft, hard)
         nice = dec.i32()
-        cpus = dec.blob(MAX_CPU_MASK, "cpus")
+        cpu_mask = dec.blob(MAX_CPU_MASK, "cpus")
         dec.end()
         if not -20 <= nice <= 19:
             raise ProtocolError(f"{w}: nice {nice} out of range")
-        if len(cpus) % 8 or (cpus and not any(cpus)):
-            raise ProtocolError(f"{w}: a CPU mask of {len(cpus)} bytes, not whole 64-bit words "
+        if len(cpu_mask) % 8 or (cpu_mask and not any(cpu_mask)):
+            raise ProtocolError(f"{w}: a CPU mask of {len(cpu_mask)} bytes, not whole 64-bit words "
                                 "with a CPU set")
+        bits = int.from_bytes(cpu_mask, "little")
+        cpus = frozenset(cpu for cpu in range(bits.bit_length()) if bits >> cpu & 1)
         if not argv:
             raise ProtocolError(f"{w}: argv is empty")
         if not argv[0]:

@@ -341,7 +341,7 @@ class Server:
                     req.argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], cwd=req.cwd,
                     env=EnvironmentStrings(req.env), start_new_session=True, umask=req.umask,
                     ignored_signals=req.ignored, rlimits=rlimits, nice=nice,
-                    cpu_affinity=_cpu_set(req.cpus))
+                    cpu_affinity=req.cpus or None)
         except OSError as e:
             filename = e.filename if e.filename is not None else req.argv[0]
             log.debug("spawn of %s for %s failed: %s", _shown([req.argv[0]]), conn.describe(),
@@ -550,15 +550,6 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 def _all_rlimits() -> list[int]:
     return [getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")]
-
-
-def _cpu_set(mask: bytes) -> set[int] | None:
-    """The CPUs of a launcher's affinity mask (bit N of the little-endian
-    words: CPU N); None for an empty mask, which leaves the server's."""
-    if not mask:
-        return None
-    bits = int.from_bytes(mask, "little")
-    return {cpu for cpu in range(bits.bit_length()) if bits >> cpu & 1}
 
 
 def _pidfd_of(popen) -> int | None:
