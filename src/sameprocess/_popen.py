@@ -286,10 +286,7 @@ def _environment_block(env) -> list[bytes]:
     if type(env) is EnvironmentStrings:
         return list(env.strings)
     block = []
-    for key, value in env.items():
-        # fsencode costs a call per string; a server's environments are bytes already
-        key = key if type(key) is bytes else os.fsencode(key)
-        value = value if type(value) is bytes else os.fsencode(value)
+    for key, value in ((os.fsencode(k), os.fsencode(v)) for k, v in env.items()):
         if b"=" in key or not key:
             raise ValueError(f"illegal environment variable name {key!r}")
         if b"\0" in key or b"\0" in value:
