@@ -37,16 +37,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_launcher import TICK, bench_server, spawn_wait  # noqa: E402
+from bench_launcher import TICK, bench_server, spawn_wait, stat_fields  # noqa: E402
 
 
 SUBPROCESS = "subprocess.run(['./hello']), whole"
 
 
-def _ticks(stat_path: str, first: int, count: int) -> int:
-    with open(stat_path, "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return sum(int(v) for v in fields[first:first + count])
+def _ticks(stat_path: str, first: int) -> int:
+    """Two CPU fields of a stat line summed: utime + stime at 11, cutime + cstime at 13."""
+    fields = stat_fields(stat_path)
+    return int(fields[first]) + int(fields[first + 1])
 
 
 class SpaceCpu:
@@ -63,9 +63,9 @@ class SpaceCpu:
         for tid in os.listdir(f"/proc/{self.pid}/task"):
             main = int(tid) == self.pid
             parts["server, main thread" if main else "server, other threads"] += _ticks(
-                f"/proc/{self.pid}/task/{tid}/stat", 11, 2)
-        parts["keeper task"] = _ticks(f"/proc/{self.keeper}/stat", 11, 2)
-        parts["programs"] = _ticks(f"/proc/{self.pid}/stat", 13, 2)     # cutime + cstime
+                f"/proc/{self.pid}/task/{tid}/stat", 11)
+        parts["keeper task"] = _ticks(f"/proc/{self.keeper}/stat", 11)
+        parts["programs"] = _ticks(f"/proc/{self.pid}/stat", 13)
         return parts
 
 
@@ -78,7 +78,10 @@ def _comm(pid: int) -> str:
 
 
 def _ppid(pid: int) -> int:
-    return _ticks(f"/proc/{pid}/stat", 1, 1)
+    try:
+        return int(stat_fields(f"/proc/{pid}/stat")[1])
+    except OSError:     # gone since the listing
+        return 0
 
 
 def _busy_ticks() -> int:
